@@ -1,0 +1,91 @@
+"""What every sampler shares: argument checks, guidance wrapping, churn, callbacks."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from difflab.sampling.rng import randn_like
+from difflab.utils import as_sigma
+
+
+def check_sigmas(sigmas, x: torch.Tensor | None = None) -> torch.Tensor:
+    """Validate a sampling grid: 1-D, at least 2 values, finite, non-negative, non-increasing, ending in 0."""
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float32)
+    if x is not None:
+        sigmas = sigmas.to(x.device)
+    if sigmas.ndim != 1 or sigmas.numel() < 2:
+        raise ValueError(f"sigmas must be a 1-D grid of at least 2 values (steps >= 1), got shape {tuple(sigmas.shape)}")
+    if not torch.isfinite(sigmas).all() or (sigmas < 0).any():
+        raise ValueError("sigmas must be finite and non-negative")
+    if float(sigmas[-1]) != 0.0:
+        raise ValueError(f"sigmas must end in 0, got {float(sigmas[-1]):g}")
+    if (sigmas[1:] > sigmas[:-1]).any():
+        raise ValueError("sigmas must be non-increasing")
+    if float(sigmas[-2]) <= 0:
+        raise ValueError("only the last sigma may be 0")
+    return sigmas
+
+
+def check_options(name: str, options: dict, allowed: set[str]):
+    """Reject unknown keyword options with a message naming them (catches typos such as s_churn)."""
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"{name}: unknown option(s) {sorted(unknown)}; allowed: {sorted(allowed)}")
+
+
+def check_churn(S_churn: float, S_noise: float, S_tmin: float, S_tmax: float):
+    if not (S_churn >= 0 and math.isfinite(S_churn)):
+        raise ValueError(f"S_churn must be a finite number >= 0, got {S_churn}")
+    if not S_noise >= 0:
+        raise ValueError(f"S_noise must be >= 0, got {S_noise}")
+    if not (0 <= S_tmin <= S_tmax):
+        raise ValueError(f"need 0 <= S_tmin <= S_tmax, got S_tmin={S_tmin}, S_tmax={S_tmax}")
+
+
+def guided(D, guidance):
+    """Wrap D with a guidance or a list of them (applied in order: the first wraps D itself)."""
+    if guidance is None:
+        return D
+    for g in guidance if isinstance(guidance, (list, tuple)) else [guidance]:
+        if not hasattr(g, "wrap"):
+            raise TypeError(f"guidance must provide .wrap(D), got {type(g).__name__}")
+        D = g.wrap(D)
+    return D
+
+
+def guidance_info(guidance) -> dict:
+    """Per-step statistics a guidance recorded during its last call (e.g. gradient norms)."""
+    info = {}
+    if guidance is None:
+        return info
+    for g in guidance if isinstance(guidance, (list, tuple)) else [guidance]:
+        info.update(getattr(g, "last_info", None) or {})
+    return info
+
+
+def denoise(D, x, sigma, cond):
+    """Call D at a scalar noise level for the whole batch."""
+    return D(x, as_sigma(sigma, x), **cond)
+
+
+def gamma_for(sigma: float, S_churn: float, n_steps: int, S_tmin: float, S_tmax: float) -> float:
+    """Karras et al. 2022, Algorithm 2: gamma_i = min(S_churn/N, sqrt(2) - 1) if S_tmin <= t_i <= S_tmax."""
+    if S_churn <= 0 or not (S_tmin <= sigma <= S_tmax):
+        return 0.0
+    return min(S_churn / n_steps, math.sqrt(2) - 1)
+
+
+def churn(x, sigma: float, gamma: float, S_noise: float, generator):
+    """Increase noise temporarily: sigma_hat = sigma (1 + gamma), x_hat = x + sqrt(sigma_hat^2 - sigma^2) S_noise eps."""
+    sigma_hat = sigma * (1 + gamma)
+    if gamma > 0:
+        x = x + math.sqrt(sigma_hat**2 - sigma**2) * S_noise * randn_like(x, generator)
+    return x, sigma_hat
+
+
+def report(callback, guidance, **fields):
+    if callback is not None:
+        fields.update(guidance_info(guidance))
+        callback(fields)
