@@ -9,7 +9,6 @@ network as extra channels and are not scaled.
 
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

@@ -1,0 +1,305 @@
+"""The training loop: AdamW, LR warm-up, gradient clipping, EMA, bf16 autocast on CUDA only, JSONL logs,
+periodic sample grids, atomic checkpoints and exact resume.
+
+Everything random comes from (seed, epoch, step): the data order of epoch e from (seed, 1, e), the noise of
+step s from (seed, 2, s), and dropout from a global seed set from (seed, 3, s) before each step. A run
+killed at any point and resumed from its newest complete checkpoint reproduces the uninterrupted run
+bit-for-bit on the CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from difflab.config import Config
+from difflab.diffusion.losses import drop_labels, make_loss
+from difflab.models import build_model
+from difflab.sampling.rng import derive_seed, make_generator
+from difflab.training.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    optimizer_from_tensors,
+    optimizer_to_tensors,
+    prune_checkpoints,
+    save_checkpoint,
+)
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many consecutive non-finite losses or gradients."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def as_batch(items) -> dict:
+    """Collate dataset items ((x, label) tuples, or dicts with x / class_labels / cond_frames) into a dict."""
+    first = items[0]
+    if isinstance(first, dict):
+        return {k: torch.stack([torch.as_tensor(it[k]) for it in items]) for k in first}
+    if isinstance(first, (tuple, list)):
+        out = {"x": torch.stack([torch.as_tensor(it[0]) for it in items])}
+        if len(first) > 1:
+            out["class_labels"] = torch.stack([torch.as_tensor(it[1]) for it in items]).long()
+        return out
+    return {"x": torch.stack([torch.as_tensor(it) for it in items])}
+
+
+class Trainer:
+    def __init__(self, cfg: Config, dataset=None, resume: bool = False, rank: int = 0, world_size: int = 1,
+                 log=print):
+        self.cfg, self.rank, self.world_size, self.log = cfg, rank, world_size, log
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = pick_device(cfg.train.device)
+        self.run_dir = Path(cfg.out)
+        if dataset is None:
+            from difflab.data.registry import build_dataset
+
+            dataset = build_dataset(cfg.data, seed=cfg.seed)
+        self.dataset = dataset
+        if len(dataset) < cfg.train.batch_size:
+            raise ValueError(f"train.batch_size={cfg.train.batch_size} exceeds the dataset size {len(dataset)}")
+        torch.manual_seed(derive_seed(cfg.seed, 0))  # the initial weights depend on the seed alone
+        self.model = build_model(cfg).to(self.device)
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
+                                     weight_decay=cfg.train.weight_decay)
+        self.is_diffusion = cfg.model.task == "diffusion"
+        self.loss_fn = (make_loss(cfg.loss.name, **({"P_mean": cfg.loss.P_mean, "P_std": cfg.loss.P_std}
+                                                    if cfg.loss.name == "edm" else {}))
+                        if self.is_diffusion else None)
+        self.step, self.bad_steps, self.images_seen = 0, 0, 0
+        self.ddp_model = self.model
+        if world_size > 1:
+            self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model)
+        if resume:
+            self._resume()
+
+    # -- data ---------------------------------------------------------------------------------------------
+    def steps_per_epoch(self) -> int:
+        return len(self.dataset) // self.cfg.train.batch_size
+
+    def batch_indices(self, step: int) -> torch.Tensor:
+        spe = self.steps_per_epoch()
+        epoch, k = divmod(step, spe)
+        perm = torch.randperm(len(self.dataset), generator=make_generator(self.cfg.seed, 1, epoch))
+        bs = self.cfg.train.batch_size
+        idx = perm[k * bs:(k + 1) * bs]
+        return idx[self.rank::self.world_size]  # DDP: each rank takes its share of the global batch
+
+    def get_batch(self, step: int) -> dict:
+        idx = self.batch_indices(step)
+        if hasattr(self.dataset, "as_tensors"):  # in-memory image sets: index the tensors directly
+            if not hasattr(self, "_tensors"):
+                self._tensors = self.dataset.as_tensors()
+            x, y = self._tensors
+            batch = {"x": x[idx], "class_labels": y[idx].long()}
+        elif hasattr(self.dataset, "get_batch"):
+            batch = self.dataset.get_batch(idx)
+        else:
+            batch = as_batch([self.dataset[int(i)] for i in idx])
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    # -- one step -----------------------------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        w = self.cfg.train.warmup_steps
+        return self.cfg.train.lr * min(1.0, (step + 1) / w) if w > 0 else self.cfg.train.lr
+
+    def compute_loss(self, batch: dict, gen: torch.Generator) -> torch.Tensor:
+        cfg = self.cfg
+        x0 = batch["x"]
+        if self.is_diffusion:
+            cond = {}
+            if cfg.model.num_classes > 0 and "class_labels" in batch:
+                cond["class_labels"] = drop_labels(batch["class_labels"], cfg.train.label_dropout,
+                                                   cfg.model.num_classes, generator=gen)
+            if "cond_frames" in batch:
+                cond["cond_frames"] = batch["cond_frames"]
+            return self.loss_fn(self.ddp_model, x0, cond, generator=gen).mean()
+        labels = batch["class_labels"]
+        if cfg.model.task == "noisy_classifier":
+            z = torch.randn(x0.shape[0], generator=gen, device=x0.device)
+            sigma = (z * cfg.loss.P_std + cfg.loss.P_mean).exp()
+            noise = torch.randn(x0.shape, generator=gen, device=x0.device)
+            logits = self.ddp_model(x0 + sigma.view(-1, *[1] * (x0.ndim - 1)) * noise, sigma)
+        else:
+            logits = self.ddp_model(x0)
+        return F.cross_entropy(logits, labels)
+
+    def train_step(self) -> dict:
+        cfg, step = self.cfg, self.step
+        torch.manual_seed(derive_seed(cfg.seed, 3, step))
+        gen = make_generator(cfg.seed, 2, step, self.rank, device=self.device)
+        batch = self.get_batch(step)
+        self.model.train()
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(step)
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda"
+                    else torch.autocast("cpu", enabled=False))
+        with autocast:
+            loss = self.compute_loss(batch, gen)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                   cfg.train.grad_clip if cfg.train.grad_clip > 0 else math.inf)
+        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
+        if finite:
+            self.opt.step()
+            self.update_ema()
+            self.bad_steps = 0
+        else:
+            self.opt.zero_grad(set_to_none=True)
+            self.bad_steps += 1
+            self.log_event({"event": "nonfinite_skipped", "step": step, "loss": loss.item(),
+                            "grad_norm": float(grad_norm)})
+            if self.bad_steps >= cfg.train.max_bad_steps:
+                raise TrainingDiverged(f"{self.bad_steps} consecutive non-finite steps at step {step}; "
+                                       f"stopping (the last good checkpoint is kept)")
+        self.step += 1
+        self.images_seen += cfg.train.batch_size
+        return {"loss": loss.item(), "grad_norm": grad_norm.item(), "lr": self.lr_at(step), "finite": finite}
+
+    @torch.no_grad()
+    def update_ema(self):
+        d = self.cfg.train.ema_decay
+        for pe, pm in zip(self.ema.parameters(), self.model.parameters(), strict=True):
+            pe.lerp_(pm.detach(), 1 - d)
+        for be, bm in zip(self.ema.buffers(), self.model.buffers(), strict=True):
+            be.copy_(bm)
+
+    # -- checkpoints --------------------------------------------------------------------------------------
+    def save(self):
+        if self.rank != 0:
+            return None
+        opt_t, opt_j = optimizer_to_tensors(self.opt)
+        tensors = {**opt_t, "step": torch.tensor(self.step), "bad_steps": torch.tensor(self.bad_steps),
+                   "images_seen": torch.tensor(self.images_seen)}
+        path = self.run_dir / "checkpoints" / f"ckpt-{self.step:08d}"
+        save_checkpoint(path, config=self.cfg.to_dict(), model=self.model.state_dict(),
+                        ema=self.ema.state_dict(), train_state={"tensors": tensors, "json": opt_j},
+                        meta={"step": self.step, "difflab": "0.1.0"})
+        prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
+        return path
+
+    def _resume(self):
+        list_checkpoints(self.run_dir, clean_tmp=self.rank == 0)
+        ck = latest_checkpoint(self.run_dir)
+        if ck is None:
+            self.log(f"no checkpoint under {self.run_dir}; starting from step 0")
+            return
+        data = load_checkpoint(ck, need_train_state=True)
+        if data["ema"] is None:
+            raise CheckpointError(f"{ck / 'ema.safetensors'}: file is missing; cannot resume exactly")
+        saved = json.loads(json.dumps(data["config"]))
+        now = self.cfg.to_dict()
+        for section in ("model", "loss", "data"):
+            if saved.get(section) != now.get(section):
+                raise CheckpointError(f"{ck / 'config.json'}: the run was trained with a different {section} "
+                                      f"config; refusing to resume")
+        try:
+            self.model.load_state_dict(data["model"])
+            self.ema.load_state_dict(data["ema"])
+            optimizer_from_tensors(self.opt, data["train_state"], data["json"])
+        except (RuntimeError, KeyError, ValueError) as e:
+            raise CheckpointError(f"{ck}: checkpoint does not match this model/optimizer: {e}") from e
+        ts = data["train_state"]
+        self.step, self.bad_steps = int(ts["step"]), int(ts["bad_steps"])
+        self.images_seen = int(ts["images_seen"])
+        self.log(f"resumed from {ck} at step {self.step}")
+
+    # -- logging and previews -----------------------------------------------------------------------------
+    def log_event(self, record: dict):
+        if self.rank != 0:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / "log.jsonl", "a") as f:
+            f.write(json.dumps({"time": time.time(), **record}) + "\n")
+
+    @torch.no_grad()
+    def preview(self):
+        if self.rank != 0 or not self.is_diffusion or self.cfg.data.cond_frames:
+            return None
+        from difflab.sampling.generate import generate
+        from difflab.viz.grids import save_grid
+
+        cfg, n = self.cfg, self.cfg.sample.n_preview
+        cond = {}
+        if cfg.model.num_classes:
+            cond["class_labels"] = torch.arange(n, device=self.device) % cfg.model.num_classes
+        shape = (cfg.model.channels * cfg.data.pred_frames, cfg.data.size, cfg.data.size)
+        x = generate(self.ema, n, shape, sampler=cfg.sample.sampler, steps=cfg.sample.steps,
+                     sigma_min=cfg.model.sigma_min, sigma_max=cfg.model.sigma_max, rho=cfg.sample.rho,
+                     seed=cfg.seed, cond=cond, S_churn=cfg.sample.S_churn, device=self.device)
+        nrow = cfg.model.num_classes or None
+        return save_grid(x[:, : cfg.model.channels], self.run_dir / "samples" / f"step-{self.step:08d}.png",
+                         nrow=nrow)
+
+    def run(self) -> dict:
+        cfg = self.cfg
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.json").write_text(cfg.to_json())
+        start_step, t0 = self.step, time.time()
+        bar = None
+        if cfg.train.progress and self.rank == 0:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.train.max_steps, initial=self.step, dynamic_ncols=True, mininterval=1.0)
+        stopped_by_budget = False
+        try:
+            while self.step < cfg.train.max_steps:
+                stats = self.train_step()
+                elapsed = time.time() - t0
+                ips = (self.step - start_step) * cfg.train.batch_size / max(elapsed, 1e-9)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{stats['loss']:.4f}", img_s=f"{ips:.0f}")
+                if self.step % cfg.train.log_every == 0 or self.step == cfg.train.max_steps:
+                    self.log_event({"step": self.step, "images_per_s": ips, "images_seen": self.images_seen,
+                                    **stats})
+                if self.step % cfg.train.ckpt_every == 0:
+                    self.save()
+                if cfg.train.sample_every and self.step % cfg.train.sample_every == 0:
+                    self.preview()
+                if cfg.train.time_budget_s and elapsed >= cfg.train.time_budget_s:
+                    stopped_by_budget = True
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+        elapsed = time.time() - t0
+        if latest_checkpoint(self.run_dir) is None or int(latest_checkpoint(self.run_dir).name[5:]) != self.step:
+            self.save()
+        grid = self.preview()
+        summary = {"steps": self.step, "images_seen": self.images_seen, "wall_s": elapsed,
+                   "images_per_s": (self.step - start_step) * cfg.train.batch_size / max(elapsed, 1e-9),
+                   "stopped_by_time_budget": stopped_by_budget, "run_dir": str(self.run_dir),
+                   "grid": str(grid) if grid else None}
+        self.log_event({"event": "done", **summary})
+        return summary
+
+
+def train(cfg: Config, resume: bool = False, dataset=None, log=print) -> dict:
+    """Train from a config (single process, or DDP when launched by torchrun)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        from difflab.training.distributed import train_distributed
+
+        return train_distributed(cfg, resume=resume, dataset=dataset, log=log)
+    return Trainer(cfg, dataset=dataset, resume=resume, log=log).run()
