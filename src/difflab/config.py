@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -152,8 +153,8 @@ def _coerce(where: str, value: Any, default: Any, annotation: str):
             return value
         raise ConfigError(f"{where} must be true or false, got {value!r}")
     if "float" in ann:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
         return float(value)
     if "int" in ann:
         if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
@@ -175,7 +176,9 @@ def _coerce(where: str, value: Any, default: Any, annotation: str):
 
 
 def _suggest(key, options):
-    close = difflib.get_close_matches(key, list(options), n=1)
+    if not isinstance(key, str):
+        return ""
+    close = difflib.get_close_matches(key, [str(o) for o in options], n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -185,10 +188,14 @@ def from_dict(d: dict) -> Config:
         raise ConfigError(f"a config must be a mapping, got {type(d).__name__}")
     cfg = Config()
     for key, value in d.items():
+        if not isinstance(key, str):
+            raise ConfigError(f"config keys must be strings, got {key!r}")
         if key in SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"section {key!r} must be a mapping, got {value!r}")
             for k, v in value.items():
+                if not isinstance(k, str):
+                    raise ConfigError(f"config keys must be strings, got {k!r} in section {key!r}")
                 set_value(cfg, key, k, v)
         elif key in TOP:
             set_value(cfg, None, key, value)
@@ -226,7 +233,8 @@ def validate(cfg: Config):
         raise ConfigError("loss.name 'ce' is for classifiers; use edm, eps_mse or eps_l1 for diffusion")
     if cfg.model.task != "diffusion" and cfg.loss.name != "ce":
         raise ConfigError(f"model.task {cfg.model.task!r} trains with loss.name 'ce'")
-    if not (len(cfg.train.betas) == 2 and all(0 <= b < 1 for b in cfg.train.betas)):
+    betas = cfg.train.betas
+    if not (len(betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {cfg.train.betas}")
     return cfg
 
@@ -239,8 +247,8 @@ def parse_override(cfg: Config, item: str):
     key = key.strip()
     try:
         value = yaml.safe_load(raw) if raw.strip() != "" else None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"cannot parse the value of {key!r}: {raw!r}") from e
+    except (yaml.YAMLError, RecursionError) as e:
+        raise ConfigError(f"cannot parse the value of {key!r}: {raw[:80]!r}") from e
     if "." in key:
         section, sub = key.split(".", 1)
         if section not in SECTIONS:

@@ -5,17 +5,62 @@
 - ``edm``: lambda(sigma) ||D(x0 + sigma n; sigma) - x0||^2 with lambda = (sigma^2 + sd^2)/(sigma sd)^2 and
   ln sigma ~ N(P_mean, P_std^2) (Karras et al. 2022, eq. 8 and Table 1).
 Losses are means over all non-batch dims.
+
+``generator`` is one torch.Generator (rows drawn together), a list with one generator per sample, or a
+:class:`BatchShare` (data-parallel training: every process draws the noise of the whole global batch from the
+same generator and keeps its own rows ``rank::world_size``, so sample j's noise does not depend on the number
+of processes).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
 from difflab.utils import append_dims
 
 
+@dataclass(frozen=True)
+class BatchShare:
+    """A generator for a global batch of ``global_size`` rows of which this process holds ``rank::world_size``."""
+
+    generator: torch.Generator
+    rank: int
+    world_size: int
+    global_size: int
+
+
+def draw_rows(fn, generator, n: int) -> torch.Tensor:
+    """``fn(k, gen) -> [k, ...]`` drawn for n rows from one generator, a per-sample list, or a BatchShare."""
+    if isinstance(generator, BatchShare):
+        s = generator
+        out = fn(s.global_size, s.generator)[s.rank::s.world_size]
+        if out.shape[0] != n:
+            raise ValueError(f"this process holds {out.shape[0]} of the global batch of {s.global_size} "
+                             f"(rank {s.rank} of {s.world_size}), but the batch has {n} rows")
+        return out
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != n:
+            raise ValueError(f"got {len(generator)} generators for a batch of {n}")
+        return torch.cat([fn(1, g) for g in generator])
+    return fn(n, generator)
+
+
+def randn_rows(shape, generator=None, device=None, dtype=None) -> torch.Tensor:
+    """Standard normal noise of ``shape`` whose rows follow the generator convention above."""
+    shape = tuple(shape)
+    return draw_rows(lambda k, g: torch.randn((k, *shape[1:]), generator=g, device=device, dtype=dtype),
+                     generator, shape[0])
+
+
+def _unwrap(D):
+    """The model behind a DistributedDataParallel wrapper (for attributes such as sigma_data)."""
+    return getattr(D, "module", D)
+
+
 def _noised(D, x0, sigma, generator):
-    n = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    n = randn_rows(x0.shape, generator, device=x0.device, dtype=x0.dtype)
     return x0 + append_dims(sigma, x0.ndim) * n, n
 
 
@@ -30,7 +75,8 @@ class EpsLoss:
 
     def __call__(self, D, x0, cond=None, generator=None):
         cond = cond or {}
-        sigma = D.sample_train_sigma(x0.shape[0], generator=generator, device=x0.device)
+        sigma = draw_rows(lambda k, g: _unwrap(D).sample_train_sigma(k, generator=g, device=x0.device),
+                          generator, x0.shape[0])
         x, n = _noised(D, x0, sigma, generator)
         eps_hat = (x - D(x, sigma, **cond)) / append_dims(sigma, x.ndim)
         err = (eps_hat - n).abs() if self.p == 1 else (eps_hat - n) ** 2
@@ -47,8 +93,8 @@ class EDMLoss:
 
     def __call__(self, D, x0, cond=None, generator=None):
         cond = cond or {}
-        sd = self.sigma_data if self.sigma_data is not None else getattr(D, "sigma_data", 0.5)
-        z = torch.randn(x0.shape[0], generator=generator, device=x0.device)
+        sd = self.sigma_data if self.sigma_data is not None else getattr(_unwrap(D), "sigma_data", 0.5)
+        z = randn_rows((x0.shape[0],), generator, device=x0.device)
         sigma = (z * self.P_std + self.P_mean).exp()
         x, _ = _noised(D, x0, sigma, generator)
         weight = (sigma**2 + sd**2) / (sigma * sd) ** 2
@@ -83,5 +129,5 @@ def drop_labels(labels: torch.Tensor, p: float, null_label: int, generator=None)
         raise ValueError(f"label dropout p must be in [0, 1], got {p}")
     if p == 0 or labels is None:
         return labels
-    keep = torch.rand(labels.shape[0], generator=generator, device=labels.device) >= p
+    keep = draw_rows(lambda k, g: torch.rand(k, generator=g, device=labels.device), generator, labels.shape[0]) >= p
     return torch.where(keep, labels, torch.full_like(labels, null_label))

@@ -154,8 +154,8 @@ def import_pickle_weights(path: str | Path, *, allow_pickle: bool = False) -> di
     """Import weights from a .pt/.pth file. Needs ``allow_pickle=True`` and uses ``weights_only=True``, so no
     code runs even then (a file that needs arbitrary objects is refused)."""
     if not allow_pickle:
-        raise CheckpointError(f"{path}: importing from a pickle needs an explicit allow_pickle=True "
-                              "(--allow-pickle on the CLI)")
+        raise CheckpointError(f"{path}: importing from a pickle needs an explicit "
+                              "import_pickle_weights(path, allow_pickle=True); difflab itself loads safetensors only")
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001

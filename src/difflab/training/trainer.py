@@ -2,9 +2,11 @@
 periodic sample grids, atomic checkpoints and exact resume.
 
 Everything random comes from (seed, epoch, step): the data order of epoch e from (seed, 1, e), the noise of
-step s from (seed, 2, s), and dropout from a global seed set from (seed, 3, s) before each step. A run
+step s from (seed, 2, s, 0), and dropout from a global seed set from (seed, 3, s) before each step. A run
 killed at any point and resumed from its newest complete checkpoint reproduces the uninterrupted run
-bit-for-bit on the CPU.
+bit-for-bit on the CPU. Under DDP (``torchrun``, see difflab.training.distributed) rank r trains on rows
+r::world_size of the global batch, and every rank draws the global batch's noise and keeps the same rows,
+so sample j's noise does not depend on the number of processes (dropout masks do; presets use none).
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from difflab.config import Config
-from difflab.diffusion.losses import drop_labels, make_loss
+from difflab.config import Config, ConfigError, from_dict
+from difflab.diffusion.losses import BatchShare, drop_labels, make_loss, randn_rows
 from difflab.models import build_model
 from difflab.sampling.rng import derive_seed, make_generator
 from difflab.training.checkpoint import (
@@ -76,7 +78,11 @@ class Trainer:
         if len(dataset) < cfg.train.batch_size:
             raise ValueError(f"train.batch_size={cfg.train.batch_size} exceeds the dataset size {len(dataset)}")
         torch.manual_seed(derive_seed(cfg.seed, 0))  # the initial weights depend on the seed alone
-        self.model = build_model(cfg).to(self.device)
+        try:
+            self.model = build_model(cfg).to(self.device)
+        except (TypeError, ValueError) as e:  # e.g. model.net.model_channels=abc reaches the network's checks
+            raise ConfigError(f"cannot build the network from model.* (model.preset={cfg.model.preset!r}, "
+                              f"model.net={cfg.model.net}): {e}") from e
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
                                      weight_decay=cfg.train.weight_decay)
@@ -134,9 +140,9 @@ class Trainer:
             return self.loss_fn(self.ddp_model, x0, cond, generator=gen).mean()
         labels = batch["class_labels"]
         if cfg.model.task == "noisy_classifier":
-            z = torch.randn(x0.shape[0], generator=gen, device=x0.device)
+            z = randn_rows((x0.shape[0],), gen, device=x0.device)
             sigma = (z * cfg.loss.P_std + cfg.loss.P_mean).exp()
-            noise = torch.randn(x0.shape, generator=gen, device=x0.device)
+            noise = randn_rows(x0.shape, gen, device=x0.device)
             logits = self.ddp_model(x0 + sigma.view(-1, *[1] * (x0.ndim - 1)) * noise, sigma)
         else:
             logits = self.ddp_model(x0)
@@ -145,7 +151,9 @@ class Trainer:
     def train_step(self) -> dict:
         cfg, step = self.cfg, self.step
         torch.manual_seed(derive_seed(cfg.seed, 3, step))
-        gen = make_generator(cfg.seed, 2, step, self.rank, device=self.device)
+        gen = make_generator(cfg.seed, 2, step, 0, device=self.device)
+        if self.world_size > 1:  # DDP: draw the global batch's noise and keep this rank's rows (as the data)
+            gen = BatchShare(gen, self.rank, self.world_size, cfg.train.batch_size)
         batch = self.get_batch(step)
         self.model.train()
         for g in self.opt.param_groups:
@@ -158,7 +166,11 @@ class Trainer:
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
                                                    cfg.train.grad_clip if cfg.train.grad_clip > 0 else math.inf)
-        finite = bool(torch.isfinite(loss)) and bool(torch.isfinite(grad_norm))
+        loss_value = loss.detach().float()
+        if self.world_size > 1:  # the global batch's mean loss (equal shares); NaN anywhere is NaN everywhere
+            torch.distributed.all_reduce(loss_value)
+            loss_value = loss_value / self.world_size
+        finite = bool(torch.isfinite(loss_value)) and bool(torch.isfinite(grad_norm))
         if finite:
             self.opt.step()
             self.update_ema()
@@ -166,14 +178,16 @@ class Trainer:
         else:
             self.opt.zero_grad(set_to_none=True)
             self.bad_steps += 1
-            self.log_event({"event": "nonfinite_skipped", "step": step, "loss": loss.item(),
-                            "grad_norm": float(grad_norm)})
+            self.log_event({"event": "nonfinite_skipped", "step": step, "loss": loss_value.item(),
+                            "grad_norm": float(grad_norm), "consecutive": self.bad_steps})
+            self.log(f"step {step}: non-finite loss ({loss_value.item()}) or gradient norm ({float(grad_norm)}); "
+                     f"step skipped ({self.bad_steps} in a row, train.max_bad_steps={cfg.train.max_bad_steps})")
             if self.bad_steps >= cfg.train.max_bad_steps:
                 raise TrainingDiverged(f"{self.bad_steps} consecutive non-finite steps at step {step}; "
                                        f"stopping (the last good checkpoint is kept)")
         self.step += 1
         self.images_seen += cfg.train.batch_size
-        return {"loss": loss.item(), "grad_norm": grad_norm.item(), "lr": self.lr_at(step), "finite": finite}
+        return {"loss": loss_value.item(), "grad_norm": grad_norm.item(), "lr": self.lr_at(step), "finite": finite}
 
     @torch.no_grad()
     def update_ema(self):
@@ -187,7 +201,13 @@ class Trainer:
     def save(self):
         if self.rank != 0:
             return None
+        for name, net in (("model", self.model), ("ema", self.ema)):
+            bad = [k for k, v in net.state_dict().items() if v.is_floating_point() and not bool(v.isfinite().all())]
+            if bad:  # never replace a good checkpoint by a broken one
+                raise TrainingDiverged(f"step {self.step}: {name} weights are non-finite ({bad[0]}, ...); not "
+                                       f"writing a checkpoint (the last good one is kept)")
         opt_t, opt_j = optimizer_to_tensors(self.opt)
+        opt_j["n_opt_states"] = len(self.opt.state)
         tensors = {**opt_t, "step": torch.tensor(self.step), "bad_steps": torch.tensor(self.bad_steps),
                    "images_seen": torch.tensor(self.images_seen)}
         path = self.run_dir / "checkpoints" / f"ckpt-{self.step:08d}"
@@ -203,25 +223,51 @@ class Trainer:
         if ck is None:
             self.log(f"no checkpoint under {self.run_dir}; starting from step 0")
             return
-        data = load_checkpoint(ck, need_train_state=True)
+        older = list_checkpoints(self.run_dir)[:-1]
+        hint = f" (delete {ck} to resume from the previous checkpoint {older[-1].name})" if older else ""
+        try:
+            data = load_checkpoint(ck, need_train_state=True)
+        except CheckpointError as e:
+            raise CheckpointError(f"{e}{hint}") from e
         if data["ema"] is None:
-            raise CheckpointError(f"{ck / 'ema.safetensors'}: file is missing; cannot resume exactly")
+            raise CheckpointError(f"{ck / 'ema.safetensors'}: file is missing; cannot resume exactly{hint}")
+        try:
+            from_dict(data["config"])
+        except ConfigError as e:
+            raise CheckpointError(f"{ck / 'config.json'}: incompatible config: {e}") from e
         saved = json.loads(json.dumps(data["config"]))
         now = self.cfg.to_dict()
         for section in ("model", "loss", "data"):
             if saved.get(section) != now.get(section):
                 raise CheckpointError(f"{ck / 'config.json'}: the run was trained with a different {section} "
                                       f"config; refusing to resume")
+        ts = data["train_state"]
+        ts_file = ck / "train_state.safetensors"
+        missing = [k for k in ("step", "bad_steps", "images_seen") if k not in ts]
+        if missing:
+            raise CheckpointError(f"{ts_file}: train state lacks {missing}; cannot resume")
+        have = {k.split(".")[1] for k in ts if k.startswith("opt.")}
+        expected = data["json"].get("n_opt_states")
+        if (expected is not None and len(have) != int(expected)) or (int(ts["step"]) > 0 and not have):
+            raise CheckpointError(f"{ts_file}: optimizer state covers {len(have)} parameters, expected "
+                                  f"{expected if expected is not None else 'some'}; refusing a partial resume")
         try:
             self.model.load_state_dict(data["model"])
             self.ema.load_state_dict(data["ema"])
-            optimizer_from_tensors(self.opt, data["train_state"], data["json"])
-        except (RuntimeError, KeyError, ValueError) as e:
+            optimizer_from_tensors(self.opt, ts, data["json"])
+        except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{ck}: checkpoint does not match this model/optimizer: {e}") from e
-        ts = data["train_state"]
         self.step, self.bad_steps = int(ts["step"]), int(ts["bad_steps"])
         self.images_seen = int(ts["images_seen"])
         self.log(f"resumed from {ck} at step {self.step}")
+
+    def _any_rank(self, flag: bool) -> bool:
+        """True on every rank if it is true on any (DDP ranks must stop at the same step)."""
+        if self.world_size == 1:
+            return flag
+        t = torch.tensor([float(flag)], device=self.device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item() > 0)
 
     # -- logging and previews -----------------------------------------------------------------------------
     def log_event(self, record: dict):
@@ -277,7 +323,7 @@ class Trainer:
                     self.save()
                 if cfg.train.sample_every and self.step % cfg.train.sample_every == 0:
                     self.preview()
-                if cfg.train.time_budget_s and elapsed >= cfg.train.time_budget_s:
+                if cfg.train.time_budget_s and self._any_rank(elapsed >= cfg.train.time_budget_s):
                     stopped_by_budget = True
                     break
         finally:

@@ -1,0 +1,224 @@
+"""Fuzzing what users type: the config loader (key=value overrides, YAML files) may only raise ConfigError, and
+the CLI (difflab.cli.main on random argv) always ends with an exit code, never an unexpected exception.
+
+Bugs in difflab/config.py that the fuzzers found are pinned as regression tests at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import importlib.util
+import io
+from pathlib import Path
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from difflab import cli
+from difflab.config import SECTIONS, TOP, Config, ConfigError, from_dict, load_config, parse_override, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = str(ROOT / "configs" / "tiny.yaml")
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+KNOWN_BUGGY = {"betas", "train.betas"}  # see test_betas_with_non_numbers_is_a_config_error
+FIELDS = {s: sorted(cls.__dataclass_fields__) for s, cls in SECTIONS.items()}
+KEYS = sorted(({f"{s}.{k}" for s, ks in FIELDS.items() for k in ks} | {k for ks in FIELDS.values() for k in ks}
+               | set(TOP) | {"model.net.model_channels", "model.net.dropout", "nosuch.key", "model.", ".x", ""})
+              - KNOWN_BUGGY)
+
+SCALARS = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["true", "false", "yes", "no", "null", "~", "", " ", ".nan", "-.inf", ".inf", "1e999", "0x10",
+                     "0o7", "1_000", "2001-12-14", "12:30:00", "[", "]", "{", "}", "{a: 1}", "[1, 2]", "[0.9, 0.99]",
+                     "[]", "{}", "'quoted'", '"dq"', "!!python/object/apply:os.system ['echo pwned']",
+                     "!!binary aGk=", "&a [*a]", "*a", "- 1", "? x", "%YAML 1.2", "a: b: c", "\t", "\x00", "é",
+                     "[[1, [2]], {x: [3]}]", "--", "auto", "cpu", "cuda", "edm", "heun", "28", "32", "-1", "0",
+                     "1", "64", "0.5", "1.5"]),
+    st.text(max_size=20),
+)
+VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=3).map(lambda xs: "[" + ", ".join(xs) + "]"))
+
+
+def _only_config_error(fn, *args):
+    try:
+        fn(*args)
+    except ConfigError as e:
+        assert str(e), "a ConfigError must say something"
+
+
+@FUZZ
+@given(key=st.sampled_from(KEYS), value=VALUES, sep=st.sampled_from(["=", " = ", "=="]))
+def test_parse_override_structured(key, value, sep):
+    cfg = Config()
+
+    def apply():
+        parse_override(cfg, f"{key}{sep}{value}")
+        validate(cfg)
+
+    _only_config_error(apply)
+
+
+@FUZZ
+@given(items=st.lists(st.text(max_size=40).filter(lambda s: "betas" not in s), max_size=4))
+def test_load_config_random_overrides(items):
+    _only_config_error(load_config, None, items)
+
+
+def _yaml_docs():
+    keys = st.sampled_from(sorted((set(FIELDS) | set(TOP) | {k for ks in FIELDS.values() for k in ks} | {"bogus"})
+                                  - KNOWN_BUGGY))
+    leaf = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=True),
+                     st.text(max_size=10))
+    tree = st.recursive(leaf, lambda ch: st.one_of(st.lists(ch, max_size=3),
+                                                   st.dictionaries(keys, ch, max_size=4)), max_leaves=12)
+    return st.one_of(st.dictionaries(keys, tree, max_size=5).map(yaml.safe_dump),
+                     st.text(max_size=60).filter(lambda s: "betas" not in s))
+
+
+@FUZZ
+@given(doc=_yaml_docs())
+def test_load_config_random_yaml_files(doc, tmp_path_factory):
+    p = tmp_path_factory.mktemp("yaml") / "c.yaml"
+    p.write_text(doc, encoding="utf-8")
+    try:
+        load_config(p)
+    except ConfigError:
+        pass
+    except TypeError as e:  # a non-string mapping key (e.g. `1: x`, `yes: 1`): see test_non_string_keys_...
+        data = yaml.safe_load(doc)
+        assert _has_non_string_key(data), e
+
+
+def _has_non_string_key(d) -> bool:
+    if isinstance(d, dict):
+        return any(not isinstance(k, str) for k in d) or any(_has_non_string_key(v) for v in d.values())
+    return False
+
+
+# -- the CLI ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    from difflab.training.trainer import Trainer
+
+    out = tmp_path_factory.mktemp("fuzzrun") / "run"
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(Trainer, "preview", lambda self: None)
+        Trainer(load_config(CONFIG, [f"out={out}", "limit=16", "batch_size=8", "threads=1", "progress=false",
+                                     "max_steps=1"])).run()
+    return out
+
+
+COMMANDS = ["data", "fetch", "mnist", "fashion-mnist", "train", "sample", "eval", "prior", "motion", "likelihood",
+            "sweep", "toy", "gmm", "demo", "reproduce", "ntnu", "--help", "-h", "--version", "--resume"]
+FLAGS = ["--sampler", "--steps", "--grid", "--rho", "--sigma-min", "--sigma-max", "--S-churn", "--S-noise",
+         "--S-tmin", "--S-tmax", "--eta", "--init-noise-scale", "--cfg-weight", "--cfg-convention", "--pg-weight",
+         "--pg-kernel", "--pg-batch", "--pg-variant", "--batch-size", "--device", "--n", "--seed", "--out", "--label",
+         "--cond-seq", "--rollout", "--nrow", "--metrics", "--json", "--real", "--ref", "--shard", "--cache-dir",
+         "--runs", "--quick", "--train", "--budget-s", "--sequences", "--samples", "--p-right", "--data",
+         "--hutchinson", "--solver", "--rtol", "--atol"]
+if importlib.util.find_spec("difflab.viz.trajectory") is not None:  # sample --trajectory needs it
+    FLAGS.append("--trajectory")
+NUMBERS = ["0", "1", "2", "-1", "1.5", "nan", "inf", "-inf", "1e9", "99999999999999999999", "0.0", "abc", ""]
+NAMES = ["heun", "euler", "ddim", "ddpm", "karras", "uniform", "vp", "nope", "cpu", "cuda", "rbf", "iou", "paper",
+         "thesis", "ntnu", "ho", "mnist:test", "is,fid_classifier", "1/2", "0/0", "x.npz", "smmnist-horizontal:3"]
+
+
+def _safe_text(s: str) -> bool:  # random paths stay inside the temporary working directory
+    return not (s.startswith(("/", "~")) or ".." in s)
+
+
+def _argv(run_dir: str):
+    """A third random token soup (mostly argparse errors), two thirds well-formed commands with random values
+    (these reach the handlers: config loading, model loading, sampler option checks, writing outputs)."""
+    token = st.one_of(st.sampled_from(COMMANDS), st.sampled_from(FLAGS), st.sampled_from(NUMBERS),
+                      st.sampled_from(NAMES), st.sampled_from([run_dir, CONFIG, "no/such/run", "out.png"]),
+                      st.sampled_from(KEYS).map(lambda k: f"{k}=1"), st.text(max_size=12).filter(_safe_text))
+    value = st.one_of(st.sampled_from(NUMBERS), st.sampled_from(NAMES), st.text(max_size=8).filter(_safe_text))
+    pairs = st.lists(st.tuples(st.sampled_from(SAMPLE_FLAGS), value), max_size=4).map(lambda ps: [x for p in ps for x in p])
+    model = st.sampled_from([run_dir, run_dir, "no/such/run", "mnist-cond", CONFIG])
+    sample = st.builds(lambda m, ps: ["sample", m, "--n", "2", "--steps", "1", *ps], model, pairs)
+    evals = st.builds(lambda w, m, ps: ["eval", *w, m, *ps], st.sampled_from([[], ["prior"], ["motion"]]), model,
+                      pairs)
+    override = st.builds(lambda k, v: f"{k}={v}", st.sampled_from(KEYS), VALUES)
+    train = st.builds(lambda ov, r: ["train", CONFIG, *ov, *(["--resume"] if r else [])], st.lists(override, max_size=3),
+                      st.booleans())
+    soup = st.lists(token, max_size=8)
+    return st.one_of(soup, sample, sample, train, evals)
+
+
+SAMPLE_FLAGS = [f for f in FLAGS if f not in ("--metrics", "--json", "--real", "--ref", "--shard", "--cache-dir", "--runs",
+                                                "--quick", "--train", "--budget-s", "--sequences", "--samples",
+                                                "--p-right", "--data", "--hutchinson", "--solver", "--rtol", "--atol")]
+
+
+def _stub(*a, **k):
+    return None
+
+
+def test_cli_main_never_raises(tiny_run, tmp_path, monkeypatch):
+    """Random argv: main returns an int (or argparse exits with one); user errors are one 'difflab: error:' line.
+    Handlers that would download, train or run long jobs are stubbed after their arguments are parsed; sample
+    runs for real up to the sampler (generate is stubbed)."""
+    import torch
+
+    from difflab import commands
+    gen_mod = importlib.import_module("difflab.sampling.generate")  # the module (the package exports the function)
+    trainer_mod = importlib.import_module("difflab.training.trainer")
+
+    for name in ("data_fetch", "demo", "reproduce", "toy_gmm", "sweep", "eval", "eval_prior", "eval_motion",
+                 "eval_likelihood"):
+        monkeypatch.setattr(commands, name, _stub)
+    monkeypatch.setattr(trainer_mod, "train", _stub)
+    monkeypatch.setattr(gen_mod, "generate", lambda D, n, shape, **kw: torch.zeros((n, *shape)))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DIFFLAB_OFFLINE", "1")
+    monkeypatch.setenv("DIFFLAB_CACHE", str(tmp_path / "cache"))
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(argv=_argv(str(tiny_run)))
+    def check(argv):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = cli.main(argv)
+            except SystemExit as e:  # argparse: --help / --version (0) or a usage error (2)
+                assert e.code in (0, 2, None), (argv, e.code)
+                return
+        assert isinstance(code, int), (argv, code)
+        if code == 2:
+            lines = err.getvalue().strip().splitlines()
+            assert lines and lines[-1].startswith("difflab: error: "), (argv, err.getvalue())
+            assert "Traceback" not in err.getvalue()
+
+    check()
+
+
+# -- known bugs (difflab/config.py is not owned by the reliability work; fixes suggested in docs/reliability.md)
+
+@pytest.mark.parametrize("item", ["train.betas=[a, b]", "betas=[0.9, [1]]"])
+def test_betas_with_non_numbers_is_a_config_error(item):
+    with pytest.raises(ConfigError, match="betas"):
+        load_config(None, [item])
+
+
+@pytest.mark.parametrize("doc", [{1: 2}, {True: 1}, {"train": {None: 2}}])
+def test_non_string_keys_are_config_errors(doc):
+    with pytest.raises(ConfigError):
+        from_dict(doc)
+
+
+@pytest.mark.slow  # PyYAML takes ~20 s to reject 1500 nested brackets
+def test_deeply_nested_value_is_a_config_error():
+    with pytest.raises(ConfigError):
+        load_config(None, ["lr=" + "[" * 1500])
+
+
+@pytest.mark.parametrize("item", ["P_mean=.nan", "P_mean=.inf"])
+def test_non_finite_p_mean_is_refused(item):
+    with pytest.raises(ConfigError, match="P_mean"):
+        load_config(None, [item])
