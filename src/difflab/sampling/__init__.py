@@ -4,7 +4,12 @@ Every entry of :data:`SAMPLERS` is called as
 ``fn(D, x, sigmas, *, generator=None, callback=None, guidance=None, **options)`` where x starts at noise
 level ``sigmas[0]`` and ``sigmas`` ends in 0."""
 
+from difflab.sampling.ddim import sample_ddim
+from difflab.sampling.ddpm import sample_ddpm
+from difflab.sampling.dpm_solver import sample_dpmpp_2m
 from difflab.sampling.edm import sample_euler, sample_heun
+from difflab.sampling.generate import generate
+from difflab.sampling.ode import sample_ode, sample_ode_dopri5, sample_ode_euler, sample_ode_heun, sample_ode_rk4
 from difflab.sampling.rng import make_generator, make_generators, randn
 from difflab.sampling.schedules import (
     GRIDS,
@@ -12,13 +17,24 @@ from difflab.sampling.schedules import (
     ddpm_timesteps,
     karras_sigmas,
     loguniform_sigmas,
+    sigma_grid,
     uniform_sigmas,
     vp_sigmas,
 )
+from difflab.sampling.sde import sample_euler_maruyama, sample_pc
 
 SAMPLERS = {
     "heun": sample_heun,
     "euler": sample_euler,
+    "ddpm": sample_ddpm,
+    "ddim": sample_ddim,
+    "euler_maruyama": sample_euler_maruyama,
+    "pc": sample_pc,
+    "ode_euler": sample_ode_euler,
+    "ode_heun": sample_ode_heun,
+    "ode_dopri5": sample_ode_dopri5,
+    "ode_rk4": sample_ode_rk4,
+    "dpmpp_2m": sample_dpmpp_2m,
 }
 
 
@@ -29,7 +45,9 @@ def get_sampler(name: str):
 
 
 __all__ = [
-    "GRIDS", "SAMPLERS", "ddpm_sigma_grid", "ddpm_timesteps", "get_sampler", "karras_sigmas",
-    "loguniform_sigmas", "make_generator", "make_generators", "randn", "sample_euler", "sample_heun",
-    "uniform_sigmas", "vp_sigmas",
+    "GRIDS", "SAMPLERS", "ddpm_sigma_grid", "ddpm_timesteps", "generate", "get_sampler", "karras_sigmas",
+    "loguniform_sigmas", "make_generator", "make_generators", "randn", "sample_ddim", "sample_ddpm",
+    "sample_dpmpp_2m", "sample_euler", "sample_euler_maruyama", "sample_heun", "sample_ode", "sample_ode_dopri5",
+    "sample_ode_euler", "sample_ode_heun", "sample_ode_rk4", "sample_pc", "sigma_grid", "uniform_sigmas",
+    "vp_sigmas",
 ]

@@ -51,5 +51,7 @@ def rand_like(x: torch.Tensor, generator=None) -> torch.Tensor:
     if isinstance(generator, (list, tuple)):
         if len(generator) != x.shape[0]:
             raise ValueError(f"got {len(generator)} generators for a batch of {x.shape[0]}")
-        return torch.stack([torch.rand(x.shape[1:], generator=g, dtype=x.dtype) for g in generator]).to(x.device)
-    return torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)
+        return torch.stack([torch.rand(x.shape[1:], generator=g, device=g.device, dtype=x.dtype)
+                            for g in generator]).to(x.device)
+    gen_device = generator.device if generator is not None else x.device
+    return torch.rand(x.shape, generator=generator, device=gen_device, dtype=x.dtype).to(x.device)

@@ -58,15 +58,21 @@ def ddpm_timesteps(n: int, T: int = 1000, spacing: str = "leading", steps_offset
     """A decreasing sub-sequence of n of the T discrete DDPM timesteps.
 
     'leading' (DDIM paper / diffusers default): t = i * (T // n) + steps_offset, i = n-1..0;
-    'trailing': t = round(T - i * T / n) - 1 (Lin et al. 2024, includes t = T-1);
-    'linspace': t = round(linspace(0, T-1, n))."""
+    'trailing': t = round(T - i * T / n) - 1, i = 0..n-1 (Lin et al. 2024, includes t = T-1);
+    'linspace': t = round(linspace(0, T-1, n)).
+
+    Always exactly n distinct timesteps in [0, T-1]. (diffusers builds 'trailing' with
+    ``np.arange(T, 0, -T/n)``, which for some n, e.g. T=1000, n=61, returns n+1 values ending in -1 through
+    floating-point round-off; here the i-th value is computed directly, which equals diffusers' value wherever
+    diffusers is right.)"""
     check_positive_int("n (steps)", n)
     if n > T:
         raise ValueError(f"steps={n} exceeds the schedule's T={T}")
     if spacing == "leading":
         t = torch.arange(n, dtype=torch.int64) * (T // n) + steps_offset
     elif spacing == "trailing":
-        t = (torch.round(torch.arange(T, 0, -T / n, dtype=torch.float64)) - 1).long().flip(0)
+        ramp = T + torch.arange(n, dtype=torch.float64) * (-T / n)
+        t = (torch.round(ramp) - 1).long().flip(0)
     elif spacing == "linspace":
         t = torch.linspace(0, T - 1, n, dtype=torch.float64).round().long()
     else:
@@ -83,3 +89,25 @@ def ddpm_sigma_grid(n: int, T: int = 1000, beta_schedule: str = "linear", spacin
 
 
 GRIDS = {"karras": karras_sigmas, "uniform": uniform_sigmas, "loguniform": loguniform_sigmas, "vp": vp_sigmas}
+
+
+DDPM_SPACINGS = ("leading", "trailing", "linspace")
+
+
+def sigma_grid(name: str, n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
+               T: int = 1000, beta_schedule: str = "linear", **kw) -> torch.Tensor:
+    """A sampling grid by name: 'karras' (rho), 'uniform', 'loguniform', 'vp' (continuous VP-SDE, uses its own
+    range; ``beta_d``, ``beta_min``, ``eps_t`` in kw), or 'ddpm_leading' / 'ddpm_trailing' / 'ddpm_linspace'
+    (a sub-sequence of the T-step DDPM schedule ``beta_schedule``; sigma_min/max are ignored)."""
+    if name == "karras":
+        return karras_sigmas(n, sigma_min, sigma_max, rho)
+    if name == "uniform":
+        return uniform_sigmas(n, sigma_min, sigma_max)
+    if name == "loguniform":
+        return loguniform_sigmas(n, sigma_min, sigma_max)
+    if name == "vp":
+        return vp_sigmas(n, **kw)
+    if name.startswith("ddpm_") and name[5:] in DDPM_SPACINGS:
+        return ddpm_sigma_grid(n, T, beta_schedule, name[5:], kw.get("steps_offset", 0))
+    names = sorted(GRIDS) + [f"ddpm_{s}" for s in DDPM_SPACINGS]
+    raise ValueError(f"unknown grid {name!r}; choose one of {names}")
