@@ -107,3 +107,12 @@ def test_all_shipped_configs_parse():
         if "sweep" in f:
             continue
         load_config(f)
+
+
+def test_init_from_copies_weights_with_a_fresh_optimizer(tmp_path, no_preview):
+    src = Trainer(tiny_cfg(tmp_path / "src", "max_steps=3"))
+    src.run()
+    ft = Trainer(tiny_cfg(tmp_path / "ft", "max_steps=3", f"init_from={tmp_path / 'src'}"))
+    assert ft.step == 0 and not ft.opt.state
+    for k, v in src.model.state_dict().items():
+        assert torch.equal(v, ft.model.state_dict()[k])

@@ -78,6 +78,7 @@ class TrainConfig:
     threads: int | None = None     # torch intra-op threads on CPU
     max_bad_steps: int = 20        # consecutive non-finite steps before the run stops
     progress: bool = True
+    init_from: str | None = None   # start from these weights (run dir or checkpoint), fresh optimizer: fine-tuning
 
 
 @dataclass

@@ -94,7 +94,11 @@ class Trainer:
         self.ddp_model = self.model
         if world_size > 1:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model)
-        if resume:
+        if resume and latest_checkpoint(self.run_dir) is not None:
+            self._resume()
+        elif cfg.train.init_from:
+            self._init_from(cfg.train.init_from)
+        elif resume:
             self._resume()
 
     # -- data ---------------------------------------------------------------------------------------------
@@ -268,6 +272,19 @@ class Trainer:
         t = torch.tensor([float(flag)], device=self.device)
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
         return bool(t.item() > 0)
+
+    def _init_from(self, source: str):
+        """Fine-tuning: copy model and EMA weights from another run; the optimizer and step start fresh."""
+        from difflab.models import resolve
+
+        data = load_checkpoint(resolve(source))
+        try:
+            self.model.load_state_dict({k: v.float() for k, v in data["model"].items()})
+            ema = data["ema"] if data["ema"] is not None else data["model"]
+            self.ema.load_state_dict({k: v.float() for k, v in ema.items()})
+        except RuntimeError as e:
+            raise CheckpointError(f"{data['path']}: weights do not fit this config's network (init_from): {e}") from e
+        self.log(f"initialised from {data['path']}")
 
     # -- logging and previews -----------------------------------------------------------------------------
     def log_event(self, record: dict):
