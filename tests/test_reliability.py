@@ -515,7 +515,7 @@ def test_reduced_precision_sampling_has_no_nan(trained_run, tmp_path):
     ("channels=0", r"model\.channels=0 is out of range \[1, 64\]"),
     ("num_classes=-1", r"model\.num_classes=-1 is out of range"),
     ("train.betas=[0.9, 1.5]", r"train\.betas must be two numbers in \[0, 1\)"),
-    ("lr=.nan", r"train\.lr=nan is out of range \[0, 1\]"),
+    ("lr=.nan", r"train\.lr must be a finite number, got nan"),
     ("max_bad_steps=0", r"train\.max_bad_steps=0 is out of range \[1, "),
 ])
 def test_config_values_name_value_and_range(override, msg):
