@@ -107,6 +107,8 @@ def add_sampling_args(p: argparse.ArgumentParser, steps_default=18):
     p.add_argument("--cfg-weight", type=_float_in("--cfg-weight", -1e3, 1e3), default=None,
                    help="classifier-free guidance weight w")
     p.add_argument("--cfg-convention", default=None, help="CFG convention (see difflab.guidance)")
+    p.add_argument("--cg-model", default=None, help="noise-conditional classifier (run dir) for classifier guidance")
+    p.add_argument("--cg-scale", type=float, default=1.0, help="classifier guidance scale s")
     p.add_argument("--pg-weight", type=_nonneg_float("--pg-weight"), default=0.0, help="particle guidance k_PG")
     p.add_argument("--pg-kernel", default="rbf", help="rbf | iou | feature")
     p.add_argument("--pg-batch", type=_positive_int("--pg-batch"), default=None,

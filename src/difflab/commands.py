@@ -44,6 +44,15 @@ def build_guidance(args, D):
 
         kw = {"convention": args.cfg_convention} if args.cfg_convention else {}
         guidance.append(ClassifierFreeGuidance(weight=args.cfg_weight, **kw))
+    if getattr(args, "cg_model", None):
+        import difflab
+        from difflab.guidance import ClassifierGuidance
+
+        C = difflab.load(args.cg_model, device=getattr(args, "device", "cpu"))
+        if getattr(C.difflab_config.model, "task", "") != "noisy_classifier":
+            raise ValueError(f"--cg-model {args.cg_model} is not a noise-conditional classifier "
+                             "(train one with configs/noisy_classifier.yaml)")
+        guidance.append(ClassifierGuidance(C, scale=args.cg_scale, labels=getattr(args, "label", None)))
     if getattr(args, "pg_weight", 0.0):
         from difflab.guidance import ParticleGuidance
 
@@ -78,9 +87,7 @@ def sampling_kwargs(args, D) -> dict:
 
 def class_labels_for(D, n, label=None, device="cpu"):
     k = D.difflab_config.model.num_classes
-    if not k:
-        if label is not None:
-            raise ValueError("--label given but this model is unconditional")
+    if not k:  # unconditional: --label only steers classifier guidance (--cg-model)
         return None
     if label is not None:
         if not 0 <= label < k:
