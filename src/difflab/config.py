@@ -154,6 +154,11 @@ def _coerce(where: str, value: Any, default: Any, annotation: str):
             return value
         raise ConfigError(f"{where} must be true or false, got {value!r}")
     if "float" in ann:
+        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where} must be a finite number, got {value!r}") from None
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ConfigError(f"{where} must be a finite number, got {value!r}")
         return float(value)

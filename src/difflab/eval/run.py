@@ -1,0 +1,210 @@
+"""``difflab eval MODEL --metrics ...``: sample from a model (or take real data) and score it.
+
+Python API: :func:`evaluate_images` scores a tensor of images; :func:`run_eval` is the CLI handler (it prints a
+table and returns the dict that ``commands.eval`` writes to ``--json``).
+
+Metrics (comma list; every result also has ``n``):
+
+===============  =====================================================================================
+is               Inception Score with the digit classifier -> ``is``, ``is_std``
+fid_classifier   FID on digit-classifier features vs ``--ref`` -> ``fid_classifier`` (+ ``_n_ref``)
+fid_inception    standard FID, TF-Inception 2048-d, vs ``--ref`` -> ``fid_inception`` (+ ``_n_ref``)  (slow on CPU)
+kid              KID on Inception features -> ``kid``, ``kid_std``; ``kid_classifier``: on classifier features
+modes            classes per batch of 10 and class histogram -> ``modes_per_10``, ``classes_covered``,
+                 ``class_kl_uniform``, ``class_tv_uniform``, ``class_hist`` (+ ``modes_per_10_true`` for real data)
+quality          mean max-softmax probability of the classifier -> ``quality``
+diversity        mean pairwise distance within batches of 10 -> ``pairwise_l2``, ``pairwise_iou``,
+                 ``pairwise_features``
+prdc             precision/recall/density/coverage, classifier features, k = 5, vs the first n of ``--ref``
+vendi            Vendi score of classifier features (cosine) -> ``vendi`` (all n), ``vendi_per_10``
+===============  =====================================================================================
+
+Samples of a class-conditional model use cycling labels 0..K-1 (or ``--label``); with particle guidance set
+``--pg-batch 10`` so that each batch of 10 counted by ``modes_per_10`` is one group of particles.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from difflab.eval import classifier as clf
+from difflab.eval.features import ClassifierFeatures, dataset_images, extract, get_extractor, reference_features
+
+METRICS = ("is", "fid_classifier", "fid_inception", "kid", "kid_classifier", "modes", "quality", "diversity", "prdc",
+           "vendi")
+ALIASES = {"modes_per_10": "modes", "fid": "fid_inception", "inception_score": "is", "fid_clf": "fid_classifier",
+           "precision": "prdc", "recall": "prdc", "density": "prdc", "coverage": "prdc"}
+
+
+def parse_metrics(metrics) -> list[str]:
+    items = metrics.split(",") if isinstance(metrics, str) else list(metrics)
+    out = []
+    for m in (s.strip() for s in items):
+        if not m:
+            continue
+        m = ALIASES.get(m, m)
+        if m not in METRICS:
+            raise ValueError(f"unknown metric {m!r}; choose from {', '.join(METRICS)}")
+        if m not in out:
+            out.append(m)
+    if not out:
+        raise ValueError("no metrics given")
+    return out
+
+
+def evaluate_images(images: torch.Tensor, metrics="is,fid_classifier,modes", *, ref: str = "mnist:test",
+                    ref_n: int | None = None, classifier="digit-classifier", mask=None, group_size: int = 10,
+                    true_labels=None, cache: bool = True, progress: bool = False, batch_size: int = 100,
+                    num_classes: int = 10, timings: bool = False) -> dict:
+    """Score images [N, 1, H, W] in [-1, 1]; returns a flat dict of numbers (see the module doc)."""
+    metrics = parse_metrics(metrics)
+    n = int(images.shape[0])
+    res: dict = {"n": n}
+    secs: dict = {}
+    cache_f: dict = {}
+
+    def feats(kind):
+        if kind not in cache_f:
+            ext = ClassifierFeatures(classifier, mask=mask) if kind == "classifier" else get_extractor(kind)
+            cache_f[kind] = (ext, extract(ext, images, batch_size, progress))
+        return cache_f[kind]
+
+    p = None
+    need_p = {"is", "modes", "quality"} & set(metrics)
+    if need_p:
+        p = clf.probs(classifier, images, mask=mask)
+    for m in metrics:
+        t0 = time.time()
+        if m == "is":
+            from difflab.eval.inception_score import inception_score
+
+            res["is"], res["is_std"] = inception_score(p)
+        elif m == "quality":
+            from difflab.eval.inception_score import quality
+
+            res["quality"] = quality(p)
+        elif m == "modes":
+            from difflab.eval.modes import mode_coverage, modes_per_10
+
+            res.update(mode_coverage(p.argmax(1), num_classes, group_size))
+            if true_labels is not None and n >= group_size:
+                res["modes_per_10_true"] = modes_per_10(true_labels, group_size)
+        elif m in ("fid_classifier", "fid_inception", "kid", "kid_classifier"):
+            from difflab.eval.fid import fid_from_features, kid_from_features
+
+            kind = "classifier" if m.endswith("classifier") else "inception"
+            ext, f = feats(kind)
+            r = reference_features(ext, ref, ref_n, cache=cache, batch_size=batch_size, progress=progress)
+            if m.startswith("fid"):
+                res[m] = fid_from_features(f, r)
+            else:
+                res[m], res[m + "_std"] = kid_from_features(r, f, subsets=100, subset_size=1000)
+            res[m + "_n_ref"] = int(r.shape[0])
+        elif m == "diversity":
+            from difflab.eval.diversity import mean_pairwise_distance
+
+            g = min(group_size, n)
+            res["pairwise_l2"] = mean_pairwise_distance(images, "l2", g)
+            res["pairwise_iou"] = mean_pairwise_distance(images, "iou", g)
+            res["pairwise_features"] = mean_pairwise_distance(feats("classifier")[1], "l2", g)
+        elif m == "prdc":
+            from difflab.eval.diversity import prdc
+
+            ext, f = feats("classifier")
+            r = reference_features(ext, ref, ref_n, cache=cache, batch_size=batch_size)
+            r = r[: max(n, 6)]  # equal sizes, as Naeem et al. recommend
+            res.update({k if k in ("precision", "recall", "density", "coverage") else f"prdc_{k}": v
+                        for k, v in prdc(r, f, k=5).items()})
+        elif m == "vendi":
+            from difflab.eval.diversity import vendi_score
+
+            f = feats("classifier")[1]
+            res["vendi"] = vendi_score(f)
+            g = min(group_size, n)
+            res["vendi_per_10"] = float(np.mean([vendi_score(f[s:s + g]) for s in range(0, n - g + 1, g)]))
+        secs[m] = time.time() - t0
+    if timings:
+        res["seconds"] = secs
+    return res
+
+
+_SAMPLER_KEYS = ("sampler", "steps", "grid", "rho", "sigma_min", "sigma_max", "S_churn", "S_noise", "eta",
+                 "init_noise_scale", "cfg_weight", "pg_weight", "pg_kernel", "pg_batch", "pg_variant", "batch_size")
+
+
+def sample_model(args, n=None, D=None):
+    """Samples [n, C, H, W] of ``args.model`` (or of an already loaded ``D``) with the CLI's sampler flags, and
+    the class labels used (or None)."""
+    import difflab
+    from difflab.commands import class_labels_for, model_shape, sampling_kwargs
+    from difflab.sampling.generate import generate
+
+    if D is None:
+        D = difflab.load(args.model, device=args.device)
+    cfg = D.difflab_config
+    if cfg.model.task != "diffusion":
+        raise ValueError(f"{args.model} is a {cfg.model.task}, not a diffusion model")
+    if cfg.data.cond_frames:
+        raise ValueError(f"{args.model} predicts frames; use `difflab eval motion` or `eval prior`")
+    n = args.n if n is None else n
+    labels = class_labels_for(D, n, getattr(args, "label", None), args.device)
+    cond = {"class_labels": labels} if labels is not None else {}
+    x = generate(D, n, model_shape(D), seed=args.seed, cond=cond, batch_size=args.batch_size, device=args.device,
+                 **sampling_kwargs(args, D))
+    return x[:, : cfg.model.channels].float().cpu(), labels
+
+
+def format_table(res: dict, ref: str | None = None) -> str:
+    n = res.get("n")
+    rows = []
+    for k, v in res.items():
+        if k in ("n", "seed", "seconds", "class_hist", "source", "sampling") or k.startswith("prdc_") \
+                or k.endswith(("_n_ref", "_std", "_sem")):
+            continue
+        if not isinstance(v, (int, float)):
+            continue
+        note = ""
+        if k.startswith(("fid", "kid")):
+            note = f"n={n} vs n_ref={res.get(k + '_n_ref')} ({ref})"
+        if k + "_std" in res:
+            note = (note + " " if note else "") + f"+- {res[k + '_std']:.4g}"
+        rows.append((k, f"{v:.4f}" if isinstance(v, float) else str(v), note))
+    w = max([len(r[0]) for r in rows] + [6])
+    lines = [f"{'metric':<{w}}  {'value':>10}  note", "-" * (w + 30)]
+    lines += [f"{k:<{w}}  {v:>10}  {note}" for k, v, note in rows]
+    return "\n".join(lines)
+
+
+def run_eval(args) -> dict:
+    """The ``difflab eval`` handler: prints a table, returns {metric: value, ..., 'n': n}."""
+    metrics = parse_metrics(args.metrics)
+    t0 = time.time()
+    true_labels = None
+    if getattr(args, "real", None):
+        if args.model:
+            raise ValueError("give either MODEL or --real, not both")
+        images, true_labels = dataset_images(args.real, args.n, seed=args.seed)
+        source = {"real": args.real}
+        if args.real.split(":")[:2] == args.ref.split(":")[:2]:
+            print(f"note: --real {args.real} and --ref {args.ref} are the same split; FID measures a subset "
+                  "against its own set (use --ref mnist:train for a fair real-data baseline)")
+    elif args.model:
+        images, labels = sample_model(args)
+        source = {"model": str(args.model), "labels": "cycling" if labels is not None and args.label is None
+                  else args.label, "sampling": {k: getattr(args, k, None) for k in _SAMPLER_KEYS}}
+    else:
+        raise ValueError("give a MODEL (run directory or shipped name) or --real DATASET, e.g. --real mnist:test")
+    t_sample = time.time() - t0
+    res = evaluate_images(images, metrics, ref=args.ref, true_labels=true_labels, progress=True, timings=True,
+                          mask=getattr(args, "mask", None))
+    res["seconds"]["sampling"] = t_sample
+    res.update(source)
+    res["seed"], res["ref"] = args.seed, args.ref
+    print(format_table(res, args.ref))
+    return res
+
+
+__all__ = ["METRICS", "evaluate_images", "format_table", "parse_metrics", "run_eval", "sample_model"]

@@ -1,0 +1,53 @@
+"""Ship a trained run as a named model: ``export_shipped(run_dir, name)`` writes
+``src/difflab/models/NAME/{config.json, model.safetensors}`` (the EMA weights in fp16 by default) so that
+``difflab.load(NAME)`` works (load() converts back to float32).
+
+Floating tensors are cast to ``dtype``; integer buffers (BatchNorm's ``num_batches_tracked``) are kept. The folder
+is written as ``NAME.tmp`` and renamed. ``config.json`` is the run's config with ``out`` set to the shipped name;
+the source run, checkpoint step and any ``extra`` (e.g. the measured test accuracy) go into the safetensors
+metadata."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from difflab.models import SHIPPED_DIR, resolve
+from difflab.training.checkpoint import CheckpointError, load_checkpoint
+
+
+def export_shipped(run_dir, name: str, *, dest_root=None, dtype=torch.float16, ema: bool = True,
+                   extra: dict | None = None) -> Path:
+    """Convert a run's newest checkpoint (or a checkpoint folder) into a shipped model folder; returns it."""
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"bad model name {name!r}")
+    ck = resolve(run_dir)
+    data = load_checkpoint(ck)
+    state = data["ema"] if ema and data["ema"] is not None else data["model"]
+    if ema and data["ema"] is None:
+        raise CheckpointError(f"{ck}: no ema.safetensors (pass ema=False to export the raw weights)")
+    out_state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    config = dict(data["config"])
+    config["out"] = name
+    root = Path(dest_root) if dest_root is not None else SHIPPED_DIR
+    dest = root / name
+    tmp = root / f"{name}.tmp"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    meta = {"source": str(ck), "weights": "ema" if ema else "model", "dtype": str(dtype).replace("torch.", ""),
+            **{k: str(v) for k, v in (extra or {}).items()}}
+    save_file(out_state, str(tmp / "model.safetensors"), metadata=meta)
+    (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest
+
+
+__all__ = ["export_shipped"]
