@@ -158,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--real", default=None, help="score real data instead of a model, e.g. mnist:test")
     p.add_argument("--ref", default="mnist:test", help="reference set for FID/KID")
     p.add_argument("--label", type=_int_in("--label", 0, 100000), default=None)
+    p.add_argument("--mask", default=None, choices=["otsu"],
+                   help="Otsu background masking before the digit classifier (as the ETH thesis)")
     add_sampling_args(p)
 
     p = sub.add_parser("sweep", help="grid over sampler options with resumable per-point results and heatmaps")
