@@ -272,3 +272,22 @@ def test_heatmap_and_embedding_plots(tmp_path):
     info = umap_plot(real, gen, tmp_path / "u.png", real_labels=g.integers(0, 10, 200), batch=range(10),
                      gen_labels=g.integers(0, 10, 30), method="pca")
     assert info["method"] == "pca" and (tmp_path / "u.png").stat().st_size > 1000
+
+
+def test_fold_null_label_gives_the_same_unconditional_denoiser(tmp_path, monkeypatch):
+    import torch
+
+    import difflab
+    from difflab.config import load_config
+    from difflab.export import export_shipped
+    from difflab.training.trainer import Trainer
+
+    monkeypatch.setattr(Trainer, "preview", lambda self: None)
+    Trainer(load_config("configs/tiny.yaml", [f"out={tmp_path / 'run'}", "max_steps=2", "limit=32", "progress=false"])).run()
+    export_shipped(tmp_path / "run", "unc", dest_root=tmp_path / "ship", dtype=torch.float32, unconditional=True)
+    cond = difflab.load(tmp_path / "run")
+    unc = difflab.load(tmp_path / "ship" / "unc")
+    assert unc.difflab_config.model.num_classes == 0
+    x, sigma = torch.randn(3, 1, 28, 28), torch.tensor([0.1, 1.0, 10.0])
+    null = torch.full((3,), 10)
+    torch.testing.assert_close(unc(x, sigma), cond(x, sigma, class_labels=null), rtol=1e-5, atol=1e-5)

@@ -22,8 +22,10 @@ from difflab.training.checkpoint import CheckpointError, load_checkpoint
 
 
 def export_shipped(run_dir, name: str, *, dest_root=None, dtype=torch.float16, ema: bool = True,
-                   extra: dict | None = None) -> Path:
-    """Convert a run's newest checkpoint (or a checkpoint folder) into a shipped model folder; returns it."""
+                   extra: dict | None = None, unconditional: bool = False) -> Path:
+    """Convert a run's newest checkpoint (or a checkpoint folder) into a shipped model folder; returns it.
+    ``unconditional=True`` exports a CFG-trained class-conditional U-Net as the unconditional model it is with
+    the null label (see :func:`fold_null_label`)."""
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"bad model name {name!r}")
     ck = resolve(run_dir)
@@ -31,8 +33,10 @@ def export_shipped(run_dir, name: str, *, dest_root=None, dtype=torch.float16, e
     state = data["ema"] if ema and data["ema"] is not None else data["model"]
     if ema and data["ema"] is None:
         raise CheckpointError(f"{ck}: no ema.safetensors (pass ema=False to export the raw weights)")
-    out_state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     config = dict(data["config"])
+    if unconditional:
+        state, config = fold_null_label(state, config)
+    out_state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
     config["out"] = name
     root = Path(dest_root) if dest_root is not None else SHIPPED_DIR
     dest = root / name
@@ -50,4 +54,23 @@ def export_shipped(run_dir, name: str, *, dest_root=None, dtype=torch.float16, e
     return dest
 
 
-__all__ = ["export_shipped"]
+def fold_null_label(state: dict, config: dict) -> tuple[dict, dict]:
+    """A class-conditional U-Net called with the null label is an unconditional network: its embedding is
+    ``map_layer1(...) + map_label(null)``, so adding the null row of the label table to ``map_layer1``'s bias
+    gives the same function with ``num_classes = 0`` (exactly, up to float rounding)."""
+    model = dict(config["model"])
+    k = int(model.get("num_classes", 0))
+    if k <= 0:
+        raise ValueError("fold_null_label: the model is already unconditional")
+    prefix = next((key[: -len("map_label.weight")] for key in state if key.endswith("map_label.weight")), None)
+    if prefix is None:
+        raise ValueError("fold_null_label: no map_label.weight in the weights (only the difflab U-Net is supported)")
+    state = dict(state)
+    null_row = state.pop(prefix + "map_label.weight")[k]
+    state[prefix + "map_layer1.bias"] = state[prefix + "map_layer1.bias"] + null_row.to(state[prefix + "map_layer1.bias"])
+    model["num_classes"] = 0
+    config = {**config, "model": model}
+    return state, config
+
+
+__all__ = ["export_shipped", "fold_null_label"]
