@@ -88,7 +88,7 @@ def demo_shipped(out: Path) -> dict:
         from difflab.guidance import ParticleGuidance
 
         Du = difflab.load(uncond)
-        n_batches, B = 20, 10
+        n_batches, B = 10, 10
         res = {}
         for name, guidance, churn in [("iid", None, 0.0), ("stochastic", None, 0.7),
                                       ("pg", ParticleGuidance(weight=1.0, kernel="rbf", group_size=B), 0.0)]:
@@ -108,19 +108,15 @@ def demo_shipped(out: Path) -> dict:
         name = f"smmnist-horizontal-{p}"
         if not _shipped(name):
             continue
-        from argparse import Namespace
-
+        from difflab.cli import build_eval_subparser
         from difflab.eval.motion import run_prior
 
         for sampler_name, churn in [("deterministic", 0.0), ("stochastic", 0.9)]:
-            args = Namespace(model=name, sequences=20, samples=10, seed=0, json=None, p_right=None, sampler="heun",
-                             steps=18, grid="karras", rho=7.0, sigma_min=None, sigma_max=None, S_churn=churn,
-                             S_noise=1.0, S_tmin=0.0, S_tmax=float("inf"), eta=None, init_noise_scale=1.0,
-                             cfg_weight=None, cfg_convention=None, pg_weight=0.0, pg_kernel="rbf", pg_batch=None,
-                             pg_variant="paper", batch_size=200, device="cpu")
-            r = run_prior(args)
+            argv = [name, "--sequences", "16", "--samples", "10", "--seed", "0", "--S-churn", str(churn),
+                    "--batch-size", "160"]
+            r = run_prior(build_eval_subparser("prior").parse_args(argv))
             prior[f"{p}/{sampler_name}"] = r["p_hat_right"]
-            rows.append((f"p_hat(right), true {p}, {sampler_name} (20 seq x 10)", f"{r['p_hat_right']:.3f}"))
+            rows.append((f"p_hat(right), true {p}, {sampler_name} (16 seq x 10)", f"{r['p_hat_right']:.3f}"))
     if not prior:
         rows.append(("prior calibration (Table 4.1, small)", "skipped: horizontal models not shipped"))
     summary["prior"] = prior
