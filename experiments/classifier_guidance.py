@@ -2,6 +2,7 @@
 classifier-guided samples of mnist-uncond are the requested digit (scored by digit-classifier).
 Run after `difflab train configs/noisy_classifier.yaml out=runs/noisy-classifier`."""
 import json
+import os
 
 import torch
 
@@ -20,7 +21,8 @@ with torch.no_grad():
         xn = x + s * torch.randn(x.shape, generator=g)
         acc[s] = (C(xn, torch.full((len(x),), max(s, 0.002))).argmax(1) == y).float().mean().item()
 print("noisy classifier accuracy by sigma (2000 test images):", acc)
-D = difflab.load("mnist-uncond"); clf = difflab.load("digit-classifier")
+D = difflab.load("mnist-uncond")
+clf = difflab.load("digit-classifier")
 labels = torch.arange(100) % 10
 res = {}
 for scale in [0.0, 2.0, 5.0]:
@@ -29,7 +31,5 @@ for scale in [0.0, 2.0, 5.0]:
     with torch.no_grad():
         res[scale] = (clf(xs).argmax(1) == labels).float().mean().item()
 print("classifier guidance on mnist-uncond, digit-classifier agreement with the target label:", res)
-import os
-
 os.makedirs("outputs", exist_ok=True)
 json.dump({"accuracy_by_sigma": acc, "cg_agreement": res}, open("outputs/classifier_guidance.json", "w"), indent=2)
