@@ -14,13 +14,6 @@ from difflab.eval.likelihood import bits_per_dim, dequantize, ode_log_likelihood
 SMIN, SMAX = 0.002, 80.0
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def gauss_logp(x, mean, var):
     d = x[0].numel()

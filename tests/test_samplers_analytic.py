@@ -27,14 +27,6 @@ SIGMA_MAX = 80.0
 GMM = GaussianMixture([[-2.0], [1.5]], [0.3, 0.5], [0.3, 0.7])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only add synchronisation (30x slower on a busy 2-core machine).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def mixture_quantiles(u: torch.Tensor, sigma: float = 0.0) -> torch.Tensor:
     """F^-1(u) of the 1-D mixture convolved with N(0, sigma^2), by bisection (float64)."""

@@ -31,14 +31,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 B, SHAPE, T = 2, (1, 8, 8), 1000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny tensors: intra-op threads only add synchronisation (30x slower on a busy 2-core machine).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 class TinyNet(nn.Module):
     """A random two-layer conv net F(x_in, c_noise) with a sinusoidal noise embedding."""

@@ -277,18 +277,20 @@ def parse_override(cfg: Config, item: str):
         raise ConfigError(f"unknown config key {key!r}{_suggest(key, every)}")
 
 
+def read_yaml(path: str | Path, what: str = "config file"):
+    """Read a YAML file; a missing file or bad YAML is a ConfigError naming the file."""
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"{what} {str(p)!r} does not exist")
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {str(p)!r} is not valid YAML: {e}") from e
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:
     """Load a YAML preset (or the defaults when path is None) and apply key=value overrides."""
-    data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.exists():
-            raise ConfigError(f"config file {str(p)!r} does not exist")
-        try:
-            data = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from e
-    cfg = from_dict(data)
+    cfg = from_dict(read_yaml(path) if path is not None else {})
     for item in overrides:
         parse_override(cfg, item)
     return validate(cfg)

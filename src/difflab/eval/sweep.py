@@ -64,13 +64,9 @@ def _set_dotted(d: dict, key: str, value):
 
 def load_sweep_config(path, overrides=()) -> dict:
     """Read a sweep YAML, apply ``key=value`` overrides (dotted keys reach into base/grid), validate."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"sweep config {str(p)!r} does not exist")
-    try:
-        spec = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ValueError(f"sweep config {str(p)!r} is not valid YAML: {e}") from e
+    from difflab.config import read_yaml
+
+    spec = read_yaml(path, "sweep config")
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"override {item!r} must look like key=value")
