@@ -13,6 +13,10 @@ comparable with itself) against the MNIST test set. FID is biased upwards at sma
 ``--n`` only. The frontier is the lower envelope: the best FID reachable with at most a given NFE.
 
     python benchmarks/bench_quality_nfe.py [--model mnist-cond] [--n 5000] [--quick] [--json OUT] [--png OUT]
+        [--device cuda] [--inception] [--deadline-s S]
+
+``--inception`` adds the standard (TF-Inception) FID of every configuration; ``--deadline-s`` stops starting new
+configurations after S seconds (the JSON is rewritten after each one, so a stopped run keeps what it measured).
 
 ``--quick``: 64 samples and one step count per sampler (DDPM 20, DDIM 10, Heun 5, DPM-Solver++ 5): checks the
 pipeline end to end, the FIDs are not meaningful. The full run takes hours on a CPU (DDPM alone is 1000 NFE per
@@ -30,7 +34,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
-FULL = {"ddpm": [1000], "ddim": [10, 20, 50, 100], "heun": [5, 8, 12, 18, 25, 35, 50], "dpmpp_2m": [5, 8, 10, 15, 20]}
+# DDPM-1000 last: it costs as much as all the others together (and --deadline-s may skip it)
+FULL = {"ddim": [10, 20, 50, 100], "heun": [5, 8, 12, 18, 25, 35, 50], "dpmpp_2m": [5, 8, 10, 15, 20], "ddpm": [1000]}
 QUICK = {"ddpm": [20], "ddim": [10], "heun": [5], "dpmpp_2m": [5]}
 LABELS = {"ddpm": "DDPM (ancestral)", "ddim": "DDIM", "heun": "EDM Heun", "dpmpp_2m": "DPM-Solver++(2M)"}
 
@@ -129,42 +134,71 @@ def main(argv=None) -> int:
     p.add_argument("--ref", default="mnist:test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--png", default=None, help="frontier plot (default: next to the JSON)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (sampling; Inception runs on CUDA if any)")
+    p.add_argument("--inception", action="store_true", help="also the standard Inception FID per configuration")
+    p.add_argument("--deadline-s", type=float, default=None, help="start no new configuration after this")
+    p.add_argument("--samplers", default=None, help="comma list: run only these samplers of the plan")
     args = p.parse_args(argv)
+    t_start = time.perf_counter()
     common.setup(args)
     fid = fid_module()
     extractor = load_extractor(args.extractor, args.classifier)
     from difflab.sampling import generate
 
-    D = load_model(args.model)
+    D = load_model(args.model).to(args.device)
     n = args.n or (64 if args.quick else 5000)
     plan = QUICK if args.quick else FULL
+    if args.samplers:
+        wanted = args.samplers.split(",")
+        unknown = sorted(set(wanted) - set(plan))
+        if unknown:
+            raise SystemExit(f"bench_quality_nfe: unknown sampler(s) {unknown}; the plan has {sorted(plan)}")
+        plan = {k: v for k, v in plan.items() if k in wanted}
     discrete = hasattr(D, "T")
     cfg = getattr(D, "difflab_config", None)
     shape = (cfg.model.channels, cfg.data.size, cfg.data.size) if cfg is not None else (1, 28, 28)
     num_classes = int(getattr(D, "num_classes", 0) or 0)
-    cond = {"class_labels": torch.arange(n) % num_classes} if num_classes else {}
+    cond = {"class_labels": torch.arange(n, device=args.device) % num_classes} if num_classes else {}
     out = {"benchmark": "bench_quality_nfe", "quick": args.quick, "machine": common.machine(), "model": args.model,
            "model_path": getattr(D, "difflab_path", None), "n": n, "extractor": getattr(extractor, "name", args.extractor),
            "ref": args.ref,
            "seed": args.seed, "discrete_time_model": discrete, "plan": plan, "results": []}
+    out["device"] = str(args.device)
     for sampler, step_list in plan.items():
         for steps in step_list:
+            if args.deadline_s is not None and time.perf_counter() - t_start > args.deadline_s:
+                print(f"deadline reached: skipping {sampler} {steps}", flush=True)
+                out.setdefault("skipped", []).append({"sampler": sampler, "steps": steps})
+                continue
             grid = ("ddpm_leading" if discrete else "karras") if sampler in ("ddpm", "ddim") else "karras"
             t0 = time.perf_counter()
             x = generate(D, n, shape, sampler=sampler, steps=steps, grid=grid, sigma_min=D.sigma_min,
-                         sigma_max=D.sigma_max, seed=args.seed, cond=cond, batch_size=args.batch_size)
+                         sigma_max=D.sigma_max, seed=args.seed, cond=cond, batch_size=args.batch_size,
+                         device=args.device)
+            if x.is_cuda:
+                torch.cuda.synchronize()
             t_sample = time.perf_counter() - t0
-            r = fid.compute_fid(x.clamp(-1, 1), extractor=extractor, ref=args.ref)
+            x = x.clamp(-1, 1).cpu()
+            r = fid.compute_fid(x, extractor=extractor, ref=args.ref)
             row = {"sampler": sampler, "steps": steps, "nfe": nfe_of(sampler, steps), "grid": grid, "fid": r["fid"],
                    "n": r.get("n", n), "n_ref": r.get("n_ref"), "sample_s": t_sample, "load1": common.loadavg()[0]}
+            if args.inception:
+                ri = fid.compute_fid(x, extractor="inception", ref=args.ref)
+                row.update(fid_inception=ri["fid"], fid_inception_n_ref=ri.get("n_ref"))
             out["results"].append(row)
             print(row, flush=True)
+            if args.json:
+                common.write_json(args.json, out)
     front = frontier([(r["nfe"], r["fid"]) for r in out["results"]])
+    if args.inception:
+        out["frontier_inception"] = [{"nfe": a, "fid_inception": b} for a, b in
+                                     frontier([(r["nfe"], r["fid_inception"]) for r in out["results"]])]
     out["frontier"] = [{"nfe": a, "fid": b} for a, b in front]
     png = Path(args.png) if args.png else Path(args.json).with_suffix(".png")
     plot(out["results"], front, png, f"{args.model}: FID ({args.extractor} features, n={n}) vs NFE")
     out["png"] = str(png)
-    out["table"] = common.table(out["results"], ["sampler", "steps", "nfe", "grid", "fid", "sample_s"],
+    cols = ["sampler", "steps", "nfe", "grid", "fid"] + (["fid_inception"] if args.inception else []) + ["sample_s"]
+    out["table"] = common.table(out["results"], cols,
                                 f"FID vs NFE, {args.model}, n={n}")
     common.write_json(args.json, out)
     return 0

@@ -187,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="e.g. ntnu, thesis-modes, thesis-prior, pg-gmm")
     p.add_argument("--out", default=None)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--n", type=_positive_int("--n"), default=None, help="samples per row (thesis-modes, ntnu)")
+    p.add_argument("--models", default=None, help="ntnu: folder holding ntnu-{linear,cosine}-T{1000,4000}")
+    p.add_argument("--metrics", default=None, help="ntnu: metrics per row (default fid_inception,is)")
     return ap
 
 

@@ -10,8 +10,13 @@ a smaller version (fewer sequences / samples); the size used is always recorded 
 - ``thesis-prior``: ETH thesis Table 4.1, p_hat(right) on ``smmnist-horizontal-{0.9,0.7,0.5}`` for
   deterministic Heun, stochastic (S_churn 0.9) and PG (k_PG 3, B 2), plus the thesis' 0.1 start-noise scale.
 - ``thesis-heatmaps``: ETH thesis Figure 3.2, the k_PG x S_churn sweep (configs/sweep_pg_mnist.yaml).
-- ``ntnu``: NTNU MNIST paper Tables 1-3 on a model trained with configs/ntnu_ddpm.yaml (pass ``--model``):
-  DDPM-1000 with CFG w in {0, 0.2, 0.5}, plus our best sampler at <= 35 network evaluations.
+- ``ntnu``: NTNU MNIST paper Tables 1-3 on four models trained with configs/ntnu_ddpm.yaml (linear / cosine
+  betas x T = 1000 / 4000; ``--models DIR`` holds ``ntnu-{linear,cosine}-T{1000,4000}``, run dirs or exported
+  folders): DDPM ancestral over all T steps with CFG w in {0, 0.2, 0.5} ('ntnu' convention,
+  (1 + w) eps_c - w eps_u), Inception FID against the MNIST test set and IS with the digit classifier, plus our
+  fast samplers at <= 35 network evaluations on the linear T = 1000 model (a CFG step costs 2 evaluations).
+
+``--device cuda`` runs the sampling (and the Inception network) on a GPU; ``--n`` overrides the sample count.
 """
 
 from __future__ import annotations
@@ -43,20 +48,26 @@ def _prior(model: str, argv: list[str]) -> dict:
     return run_prior(build_eval_subparser("prior").parse_args([model, *argv]))
 
 
-def thesis_modes(quick: bool) -> dict:
-    n = 30 if quick else 100  # batches of 10 -> n samples
+def _run_opts(args, batch_size: int) -> list[str]:
+    """--device and a batch size that suits it (a GPU takes thousands of small images per call)."""
+    device = getattr(args, "device", "cpu") or "cpu"
+    return ["--device", device, "--batch-size", str(batch_size if device == "cpu" else 2000)]
+
+
+def thesis_modes(quick: bool, args=None) -> dict:
+    n = getattr(args, "n", None) or (30 if quick else 1000)  # batches of 10 (--pg-batch 10 couples each ten)
     rows = {}
     for name, extra in [("deterministic", []), ("stochastic S_churn 0.7", ["--S-churn", "0.7"]),
-                        ("deterministic + PG k_PG 1", ["--pg-weight", "1", "--pg-batch", "10"]),
-                        ("stochastic S_churn 0.7 + PG k_PG 1", ["--S-churn", "0.7", "--pg-weight", "1", "--pg-batch", "10"])]:
+                        ("deterministic + PG k_PG 1", ["--pg-weight", "1"]),
+                        ("stochastic S_churn 0.7 + PG k_PG 1", ["--S-churn", "0.7", "--pg-weight", "1"])]:
         r = _eval("mnist-uncond", ["--metrics", "modes,quality", "--n", str(n), "--steps", "22", "--seed", "0",
-                                   "--batch-size", "10", *extra])
+                                   "--pg-batch", "10", *_run_opts(args, 10), *extra])
         rows[name] = {"modes_per_10": r["modes_per_10"], "quality": r.get("quality"), "n": r["n"]}
     return {"experiment": "thesis Figure 3.1", "model": "mnist-uncond", "steps": 22, "rows": rows,
             "iid_expected_modes": 10 * (1 - 0.9**10)}
 
 
-def thesis_prior(quick: bool) -> dict:
+def thesis_prior(quick: bool, args=None) -> dict:
     seq, samples = (20, 20) if quick else (200, 100)
     rows = {}
     for p in ("0.9", "0.7", "0.5"):
@@ -64,10 +75,59 @@ def thesis_prior(quick: bool) -> dict:
         for name, extra in [("deterministic", []), ("stochastic S_churn 0.9", ["--S-churn", "0.9"]),
                             ("PG k_PG 3 B 2", ["--pg-weight", "3", "--pg-batch", "2"]),
                             ("deterministic, thesis start x0.1", ["--init-noise-scale", "0.1"])]:
-            r = _prior(model, ["--sequences", str(seq), "--samples", str(samples), "--seed", "0", *extra])
+            r = _prior(model, ["--sequences", str(seq), "--samples", str(samples), "--seed", "0",
+                               *_run_opts(args, 64), *extra])
             rows[f"{p} / {name}"] = {k: r.get(k) for k in ("p_hat_right", "quality_mean", "unusable_share", "p_true")}
     return {"experiment": "thesis Table 4.1", "sequences": seq, "samples": samples, "rows": rows,
             "published": THESIS_TABLE_41}
+
+
+NTNU_PLAN = [  # (row, model, CFG weight); every row samples with DDPM ancestral over the model's T steps
+    ("linear T1000 w0.2", "ntnu-linear-T1000", 0.2), ("linear T4000 w0.2", "ntnu-linear-T4000", 0.2),
+    ("cosine T1000 w0.2", "ntnu-cosine-T1000", 0.2), ("cosine T4000 w0.2", "ntnu-cosine-T4000", 0.2),
+    ("linear T1000 w0", "ntnu-linear-T1000", 0.0), ("linear T1000 w0.5", "ntnu-linear-T1000", 0.5)]
+NTNU_FAST = [  # our samplers at <= 35 network evaluations on the linear T1000 model, CFG w 0.2 (2 evaluations a step)
+    ("heun 9 steps (34 NFE)", ["--sampler", "heun", "--steps", "9"]),
+    ("dpmpp_2m 17 steps (34 NFE)", ["--sampler", "dpmpp_2m", "--steps", "17"]),
+    ("ddim 17 steps (34 NFE)", ["--sampler", "ddim", "--steps", "17", "--grid", "ddpm_trailing"])]
+
+
+def _ntnu_model(root: Path, name: str) -> str:
+    path = root / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing; train it with `difflab train configs/ntnu_ddpm.yaml "
+                                f"beta_schedule=... T=... out={path}` (see docs/results.md) or pass --models DIR")
+    return str(path)
+
+
+def ntnu(args, out: Path) -> dict:
+    """NTNU MNIST paper Tables 1-3 (and our fast samplers on the same model); rows are written as they finish."""
+    import difflab
+
+    root = Path(getattr(args, "models", None) or "runs")
+    n = getattr(args, "n", None) or (200 if args.quick else 10000)
+    metrics = getattr(args, "metrics", None) or "fid_inception,is"
+    plan = NTNU_PLAN[:1] + NTNU_PLAN[4:] if args.quick else NTNU_PLAN
+    rows: dict = {}
+    result = {"experiment": "NTNU MNIST Tables 1-3", "n": n, "metrics": metrics, "rows": rows,
+              "published": {k: {"fid_inception": v[0], "is": v[1]} for k, v in NTNU_TABLES.items()}}
+    fast = [(f"fast: {k}", "ntnu-linear-T1000", 0.2) for k, _ in NTNU_FAST]
+    for row, model, w in plan[:1] + fast + plan[1:]:  # the headline row and the cheap ones first
+        path = _ntnu_model(root, model)
+        if row.startswith("fast: "):
+            sampling = dict(NTNU_FAST)[row[6:]]
+        else:
+            T = difflab.load(path).difflab_config.model.T
+            sampling = ["--sampler", "ddpm", "--steps", str(T), "--grid", "ddpm_leading"]
+        t0 = time.time()
+        r = _eval(path, ["--metrics", metrics, "--n", str(n), "--seed", "0", "--cfg-weight", str(w),
+                         *_run_opts(args, 250), *sampling])
+        rows[row] = {k: r.get(k) for k in ("fid_inception", "fid_inception_n_ref", "is", "fid_classifier", "n")
+                     if k in r}
+        rows[row].update(model=model, cfg_weight=w, sampling=" ".join(sampling), wall_s=round(time.time() - t0, 1))
+        print(row, rows[row], flush=True)
+        (out / "results.json").write_text(json.dumps(result, indent=2, default=float))
+    return result
 
 
 def run_reproduce(args):
@@ -91,10 +151,9 @@ def run_reproduce(args):
         run_sweep(build_parser().parse_args(["sweep", cfg, "--out", str(out)]))
         return
     if name == "ntnu":
-        raise ValueError("ntnu needs a model trained with configs/ntnu_ddpm.yaml (100K iterations of batch 32 in the "
-                         "paper); run `difflab eval RUN --sampler ddpm --steps 1000 --cfg-weight 0.2 --metrics "
-                         "fid_inception,is --n 10000` on it (see docs/results.md)")
-    result = thesis_modes(args.quick) if name == "thesis-modes" else thesis_prior(args.quick)
+        result = ntnu(args, out)
+    else:
+        result = thesis_modes(args.quick, args) if name == "thesis-modes" else thesis_prior(args.quick, args)
     result["wall_s"] = time.time() - t0
     result["quick"] = bool(args.quick)
     (out / "results.json").write_text(json.dumps(result, indent=2, default=float))

@@ -60,18 +60,26 @@ class InceptionFeatures(nn.Module):
 
     num_features = 2048
 
-    def __init__(self, path=None, size: int = 299, input_range=(-1.0, 1.0), optimize: bool = False):
+    def __init__(self, path=None, size: int = 299, input_range=(-1.0, 1.0), optimize: bool = False, device=None):
         super().__init__()
-        self.net = torch.jit.load(str(path or inception_path()), map_location="cpu").eval()
+        # float() also takes a copy whose weights were stored in fp16 (to carry it within a size limit)
+        net = torch.jit.load(str(path or inception_path()), map_location="cpu")
+        fp16_weights = next(net.parameters()).dtype == torch.float16
+        self.net = net.float().eval()
+        # the network runs on ``device`` (default: CUDA when there is one); features come back on the input's device
+        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.net.to(self.device)
         if optimize:  # fold batch norms etc. (CPU inference); results agree to ~1e-5
             self.net = torch.jit.optimize_for_inference(torch.jit.freeze(self.net))
         self.size, self.input_range = int(size), (float(input_range[0]), float(input_range[1]))
         lo, hi = self.input_range
-        self.name = "inception-tf2048" + ("" if (lo, hi) == (-1.0, 1.0) else f"-r{lo:g}_{hi:g}")
+        self.name = ("inception-tf2048" + ("" if (lo, hi) == (-1.0, 1.0) else f"-r{lo:g}_{hi:g}")
+                     + ("-fp16w" if fp16_weights else ""))
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float().clamp(-1, 1)
+        out_device = x.device
+        x = x.to(self.device).float().clamp(-1, 1)
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
         if x.shape[1] != 3:
@@ -81,7 +89,7 @@ class InceptionFeatures(nn.Module):
         lo, hi = self.input_range
         if (lo, hi) != (-1.0, 1.0):
             x = (x + 1) / 2 * (hi - lo) + lo
-        return self.net(x).float()
+        return self.net(x).float().to(out_device)
 
 
 class ClassifierFeatures(nn.Module):

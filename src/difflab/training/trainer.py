@@ -306,9 +306,10 @@ class Trainer:
         if cfg.model.num_classes:
             cond["class_labels"] = torch.arange(n, device=self.device) % cfg.model.num_classes
         shape = (cfg.model.channels * cfg.data.pred_frames, cfg.data.size, cfg.data.size)
+        churn = {"S_churn": cfg.sample.S_churn} if cfg.sample.sampler in ("heun", "euler") else {}
         x = generate(self.ema, n, shape, sampler=cfg.sample.sampler, steps=cfg.sample.steps,
                      sigma_min=cfg.model.sigma_min, sigma_max=cfg.model.sigma_max, rho=cfg.sample.rho,
-                     seed=cfg.seed, cond=cond, S_churn=cfg.sample.S_churn, device=self.device)
+                     seed=cfg.seed, cond=cond, device=self.device, **churn)
         nrow = cfg.model.num_classes or None
         return save_grid(x[:, : cfg.model.channels], self.run_dir / "samples" / f"step-{self.step:08d}.png",
                          nrow=nrow)
