@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=None, help="default 64; --quick: 8")
     args = p.parse_args(argv)
     common.setup(args)
+    common.cpu_only(args, "bench_hardware")
     from difflab.config import load_config
     from difflab.training.trainer import Trainer
 

@@ -106,6 +106,7 @@ def main(argv=None) -> int:
     p.add_argument("--threads2-presets", default="tiny,mini", help="presets that also get the threads2 variant")
     args = p.parse_args(argv)
     common.setup(args)
+    common.cpu_only(args, "bench_presets")
     import tempfile
 
     batch = args.batch or (8 if args.quick else 64)

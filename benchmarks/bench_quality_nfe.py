@@ -134,7 +134,6 @@ def main(argv=None) -> int:
     p.add_argument("--ref", default="mnist:test")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--png", default=None, help="frontier plot (default: next to the JSON)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (sampling; Inception runs on CUDA if any)")
     p.add_argument("--inception", action="store_true", help="also the standard Inception FID per configuration")
     p.add_argument("--deadline-s", type=float, default=None, help="start no new configuration after this")
     p.add_argument("--samplers", default=None, help="comma list: run only these samplers of the plan")

@@ -231,6 +231,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=5)
     args = p.parse_args(argv)
     common.setup(args)
+    common.cpu_only(args, "bench_sampler_overhead")
     preset = args.preset or ("tiny" if args.quick else "small")
     batch = args.batch or (8 if args.quick else 64)
     D = make_D(preset)

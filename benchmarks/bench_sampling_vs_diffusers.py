@@ -73,7 +73,8 @@ def main(argv=None) -> int:
              else {"ddpm": 50, "ddim": 25, "heun": 10, "euler": 10})
     ucfg = QUICK_UNET if args.quick else FULL_UNET
     torch.manual_seed(0)
-    unet = UNet2DModel(**ucfg).eval().requires_grad_(False)
+    dev = torch.device(args.device)
+    unet = UNet2DModel(**ucfg).eval().requires_grad_(False).to(dev)
     shape = (batch, ucfg["in_channels"], ucfg["sample_size"], ucfg["sample_size"])
     seed = 1234
 
@@ -84,10 +85,10 @@ def main(argv=None) -> int:
     heun_sch = HeunDiscreteScheduler(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                                      use_karras_sigmas=True, timestep_spacing="linspace")
     edm_sch = EDMEulerScheduler(sigma_min=0.002, sigma_max=80.0, sigma_data=0.5)
-    D = from_diffusers(unet, ddpm_sch)
-    D_edm = edm_from_diffusers(unet)
-    ddpm_pipe = DDPMPipeline(unet=unet, scheduler=ddpm_sch)
-    ddim_pipe = DDIMPipeline(unet=unet, scheduler=ddim_sch)
+    D = from_diffusers(unet, ddpm_sch).to(dev)
+    D_edm = edm_from_diffusers(unet).to(dev)
+    ddpm_pipe = DDPMPipeline(unet=unet, scheduler=ddpm_sch).to(dev)
+    ddim_pipe = DDIMPipeline(unet=unet, scheduler=ddim_sch).to(dev)
     for pipe in (ddpm_pipe, ddim_pipe):
         pipe.set_progress_bar_config(disable=True)
 
@@ -95,25 +96,25 @@ def main(argv=None) -> int:
     def ours_ddpm():
         g = torch.Generator().manual_seed(seed)
         sig = ddpm_sigma_grid(steps["ddpm"], 1000, "linear", "leading")
-        z = torch.randn(shape, generator=g)
+        z = torch.randn(shape, generator=g).to(dev)
         return to_image(SAMPLERS["ddpm"](D, z * math.sqrt(1 + float(sig[0]) ** 2), sig, generator=g))
 
     def ours_ddim():
         g = torch.Generator().manual_seed(seed)
         sig = ddpm_sigma_grid(steps["ddim"], 1000, "linear", "leading")
-        z = torch.randn(shape, generator=g)
+        z = torch.randn(shape, generator=g).to(dev)
         return to_image(SAMPLERS["ddim"](D, z * math.sqrt(1 + float(sig[0]) ** 2), sig))
 
     def ours_heun():
         g = torch.Generator().manual_seed(seed)
         sig = karras_sigmas(steps["heun"], D.sigma_min, D.sigma_max)
-        z = torch.randn(shape, generator=g)
+        z = torch.randn(shape, generator=g).to(dev)
         return SAMPLERS["heun"](D, z * float(sig[0]), sig)
 
     def ours_euler():
         g = torch.Generator().manual_seed(seed)
         sig = karras_sigmas(steps["euler"], 0.002, 80.0)
-        z = torch.randn(shape, generator=g)
+        z = torch.randn(shape, generator=g).to(dev)
         return SAMPLERS["euler"](D_edm, z * float(sig[0]), sig)
 
     # -- diffusers ------------------------------------------------------------------------------------------
@@ -128,8 +129,8 @@ def main(argv=None) -> int:
     @torch.no_grad()
     def scheduler_loop(sch, n):
         g = torch.Generator().manual_seed(seed)
-        sch.set_timesteps(n)
-        x = torch.randn(shape, generator=g) * sch.init_noise_sigma
+        sch.set_timesteps(n, device=dev)
+        x = torch.randn(shape, generator=g).to(dev) * sch.init_noise_sigma
         for t in sch.timesteps:
             x = sch.step(unet(sch.scale_model_input(x, t), t).sample, t, x).prev_sample
         return x
@@ -140,8 +141,8 @@ def main(argv=None) -> int:
     def peer_euler():
         # EDMEulerScheduler.init_noise_sigma is sqrt(sigma_max^2 + 1); start both at sigma_max z instead.
         g = torch.Generator().manual_seed(seed)
-        edm_sch.set_timesteps(steps["euler"])
-        x = torch.randn(shape, generator=g) * edm_sch.sigmas[0]
+        edm_sch.set_timesteps(steps["euler"], device=dev)
+        x = torch.randn(shape, generator=g).to(dev) * edm_sch.sigmas[0]
         with torch.no_grad():
             for t in edm_sch.timesteps:
                 x = edm_sch.step(unet(edm_sch.scale_model_input(x, t), t).sample, t, x).prev_sample
@@ -153,17 +154,18 @@ def main(argv=None) -> int:
                   "euler": "EDMEulerScheduler loop"}
     nfe = {"ddpm": steps["ddpm"], "ddim": steps["ddim"], "heun": 2 * steps["heun"] - 1, "euler": steps["euler"]}
     out = {"benchmark": "bench_sampling_vs_diffusers", "quick": args.quick, "machine": common.machine(),
+           "device": str(dev),
            "batch": batch, "reps": reps, "steps": steps, "nfe": nfe, "unet_config": ucfg,
            "unet_params": sum(p.numel() for p in unet.parameters()), "k_diffusion": kdiffusion_status(),
            "schedulers": {"ddpm": dict(ddpm_sch.config), "ddim": dict(ddim_sch.config),
                           "heun": dict(heun_sch.config), "euler": dict(edm_sch.config)},
            "samplers": {}}
     with torch.no_grad():
-        unet(torch.zeros(shape), torch.zeros(batch))  # warm up allocations once
+        unet(torch.zeros(shape, device=dev), torch.zeros(batch, device=dev))  # warm up allocations once
     rows = []
     for name, (ours, peer) in pairs.items():
         a, b = ours(), peer()  # the first calls also serve as warm-up
-        diff = float((a - b).abs().max())
+        diff = float((a.to(dev) - b.to(dev)).abs().max())
         timer = common.interleave({"difflab": ours, "diffusers": peer}, reps=reps, warmup=0)
         r = common.ratio(timer, "difflab", "diffusers")
         out["samplers"][name] = {"peer": peer_names[name], "steps": steps[name], "nfe": nfe[name],

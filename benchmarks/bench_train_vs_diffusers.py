@@ -66,14 +66,14 @@ def load_images(n: int) -> torch.Tensor:
     return x.float()
 
 
-def difflab_trainer(unet, scheduler, data, batch, tmp):
+def difflab_trainer(unet, scheduler, data, batch, tmp, device="cpu"):
     cfg = load_config(common.ROOT / "configs" / "tiny.yaml",
-                      ["model.num_classes=0", f"train.batch_size={batch}", "train.grad_clip=1.0",
+                      ["model.num_classes=0", f"train.batch_size={batch}", "train.grad_clip=1.0", f"train.device={device}",
                        f"train.lr={ADAMW['lr']}", "train.warmup_steps=500", "train.ema_decay=0.9999",
                        "loss.name=eps_mse", "model.precond=vp_eps", f"out={tmp}/difflab", "train.progress=false"])
     cfg.train.threads = None
     tr = Trainer(cfg, dataset=Images(data), log=lambda *a: None)
-    D = from_diffusers(unet, scheduler)
+    D = from_diffusers(unet, scheduler).to(device)
     tr.model = tr.ddp_model = D
     tr.ema = copy.deepcopy(D).eval().requires_grad_(False)
     tr.opt = torch.optim.AdamW(D.parameters(), **ADAMW)
@@ -97,10 +97,10 @@ class DiffusersLoop:
     def step(self):
         unet, sch = self.unet, self.sch
         unet.train()
-        idx = torch.randperm(len(self.data))[: self.batch]
+        idx = torch.randperm(len(self.data), device=self.data.device)[: self.batch]
         clean = self.data[idx]
-        noise = torch.randn(clean.shape, dtype=clean.dtype)
-        t = torch.randint(0, sch.config.num_train_timesteps, (clean.shape[0],)).long()
+        noise = torch.randn(clean.shape, dtype=clean.dtype, device=clean.device)
+        t = torch.randint(0, sch.config.num_train_timesteps, (clean.shape[0],), device=clean.device).long()
         noisy = sch.add_noise(clean, noise, t)
         out = unet(noisy, t).sample
         loss = F.mse_loss(out.float(), noise.float())
@@ -153,12 +153,13 @@ def main(argv=None) -> int:
     sch = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
     data = load_images(max(512, 4 * batch)) if not args.quick else load_images(256)
     out = {"benchmark": "bench_train_vs_diffusers", "quick": args.quick, "machine": common.machine(), "batch": batch,
+           "device": args.device,
            "reps": reps, "unet_config": ucfg, "unet_params": sum(p.numel() for p in unet0.parameters()),
            "optimizer": {"AdamW": ADAMW, "grad_clip": 1.0}}
     out["same_loss_check"] = same_loss_check(copy.deepcopy(unet0), sch, data)
     with tempfile.TemporaryDirectory() as tmp:
-        tr = difflab_trainer(copy.deepcopy(unet0), sch, data, batch, tmp)
-        peer = DiffusersLoop(copy.deepcopy(unet0), sch, data, batch)
+        tr = difflab_trainer(copy.deepcopy(unet0), sch, data, batch, tmp, args.device)
+        peer = DiffusersLoop(copy.deepcopy(unet0).to(args.device), sch, data.to(args.device), batch)
         timer = common.interleave({"difflab": tr.train_step, "diffusers": peer.step}, reps=reps, warmup=1)
     r = common.ratio(timer, "difflab", "diffusers")
     out["difflab"] = {**timer.summary("difflab"), "images_per_s": batch / timer.median("difflab")}

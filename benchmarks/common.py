@@ -32,12 +32,29 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
     p.add_argument("--json", default=str(RESULTS / f"{name}.json"), help="where to write the results (JSON)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--reps", type=int, default=None, help="timed repetitions per contender (default: per script)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (scripts that run a network)")
     return p
+
+
+def cpu_only(args, name: str) -> None:
+    """Refuse --device for the scripts that measure the CPU itself (matmul rate, presets, sampler overhead)."""
+    if str(getattr(args, "device", "cpu")) != "cpu":
+        raise SystemExit(f"{name} measures the CPU; --device {args.device} is not supported by this script "
+                         "(bench_train_vs_diffusers, bench_sampling_vs_diffusers and bench_quality_nfe take it)")
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so a wall-clock reading covers it (no-op without CUDA)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def setup(args) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
+    device = getattr(args, "device", "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(f"--device {device}: no CUDA device is available")
 
 
 def loadavg() -> list[float]:
@@ -77,7 +94,7 @@ def machine() -> dict:
             "versions": versions, "torch_num_threads": torch.get_num_threads(),
             "torch_num_interop_threads": torch.get_num_interop_threads(), "cuda": torch.cuda.is_available(),
             "loadavg_start": loadavg(), "time": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "gpu_numbers": "none: no GPU in this session"}
+            "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
 
 
 class Timer:
@@ -89,8 +106,10 @@ class Timer:
         self.load: list[list[float]] = []
 
     def time(self, name: str, fn, *args, **kwargs):
+        sync()
         t0, c0 = time.perf_counter(), time.process_time()
         out = fn(*args, **kwargs)
+        sync()
         t1, c1 = time.perf_counter(), time.process_time()
         self.wall.setdefault(name, []).append(t1 - t0)
         self.cpu.setdefault(name, []).append(c1 - c0)

@@ -66,9 +66,9 @@ class InceptionFeatures(nn.Module):
         net = torch.jit.load(str(path or inception_path()), map_location="cpu")
         fp16_weights = next(net.parameters()).dtype == torch.float16
         self.net = net.float().eval()
-        # the network runs on ``device`` (default: CUDA when there is one); features come back on the input's device
-        self.device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.net.to(self.device)
+        # the network runs on ``device`` (default: CUDA when there is one; ``.to()`` moves it later); features come
+        # back on the input's device
+        self.net.to(torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")))
         if optimize:  # fold batch norms etc. (CPU inference); results agree to ~1e-5
             self.net = torch.jit.optimize_for_inference(torch.jit.freeze(self.net))
         self.size, self.input_range = int(size), (float(input_range[0]), float(input_range[1]))
@@ -79,7 +79,7 @@ class InceptionFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out_device = x.device
-        x = x.to(self.device).float().clamp(-1, 1)
+        x = x.to(next(self.net.parameters()).device).float().clamp(-1, 1)  # wherever .to() last put the net
         if x.shape[1] == 1:
             x = x.repeat(1, 3, 1, 1)
         if x.shape[1] != 3:
