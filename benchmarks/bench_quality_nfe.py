@@ -161,8 +161,8 @@ def main(argv=None) -> int:
     out = {"benchmark": "bench_quality_nfe", "quick": args.quick, "machine": common.machine(), "model": args.model,
            "model_path": getattr(D, "difflab_path", None), "n": n, "extractor": getattr(extractor, "name", args.extractor),
            "ref": args.ref,
-           "seed": args.seed, "discrete_time_model": discrete, "plan": plan, "results": []}
-    out["device"] = str(args.device)
+           "seed": args.seed, "discrete_time_model": discrete, "plan": plan, "device": str(args.device),
+           "results": []}
     for sampler, step_list in plan.items():
         for steps in step_list:
             if args.deadline_s is not None and time.perf_counter() - t_start > args.deadline_s:
@@ -174,8 +174,7 @@ def main(argv=None) -> int:
             x = generate(D, n, shape, sampler=sampler, steps=steps, grid=grid, sigma_min=D.sigma_min,
                          sigma_max=D.sigma_max, seed=args.seed, cond=cond, batch_size=args.batch_size,
                          device=args.device)
-            if x.is_cuda:
-                torch.cuda.synchronize()
+            common.sync()
             t_sample = time.perf_counter() - t0
             x = x.clamp(-1, 1).cpu()
             r = fid.compute_fid(x, extractor=extractor, ref=args.ref)

@@ -2,9 +2,7 @@
 # Fine-tune the shipped smmnist-circle model alone on one GPU (init_from the shipped weights, fresh optimizer),
 # re-export it and score it (200 histories x 8 samples, without and with PG). Results in $OUT.
 set -u
-OUT=${OUT:-outputs/gpu}
-export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 DIFFLAB_OFFLINE=1
-mkdir -p "$OUT"
+source "$(dirname "$0")/common.sh"
 python3 -m difflab train configs/smmnist_circle.yaml init_from=smmnist-circle device=cuda threads=1 progress=false \
   time_budget_s=${BUDGET:-110} ckpt_every=100000 log_every=200 batch_size=256 lr=5e-4 warmup_steps=20 \
   out=runs/smmnist-circle-ft > "$OUT/train.log" 2>&1 || { tail -20 "$OUT/train.log"; exit 1; }

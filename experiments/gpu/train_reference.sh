@@ -5,8 +5,7 @@
 # Every run is `difflab train CONFIG ...` with the overrides below; the model cards (docs/models.md) quote them.
 set -u
 BUDGET=${BUDGET:-470}
-OUT=${OUT:-outputs/gpu}
-export PYTHONPATH=$PWD/src:${PYTHONPATH:-} PYTHONUNBUFFERED=1 DIFFLAB_OFFLINE=1
+source "$(dirname "$0")/common.sh"
 mkdir -p "$OUT/logs" runs
 nvidia-smi -L 2>/dev/null; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.is_available())"
 # 1. smoke: a few steps on the GPU, so a CUDA-only bug stops the call at once

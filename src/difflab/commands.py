@@ -63,8 +63,10 @@ def build_guidance(args, D):
 
 def sampler_options(args) -> dict:
     """Options for SAMPLERS[name] from CLI flags: churn for the EDM samplers, eta for DDIM."""
+    from difflab.sampling import CHURN_SAMPLERS
+
     opts = {}
-    if args.sampler in ("heun", "euler"):
+    if args.sampler in CHURN_SAMPLERS:
         opts.update(S_churn=args.S_churn, S_noise=args.S_noise, S_tmin=args.S_tmin, S_tmax=args.S_tmax)
     elif args.S_churn:
         raise ValueError(f"--S-churn applies to the heun and euler samplers, not {args.sampler!r}")

@@ -37,6 +37,8 @@ SAMPLERS = {
     "dpmpp_2m": sample_dpmpp_2m,
 }
 
+CHURN_SAMPLERS = ("heun", "euler")  # the EDM samplers that take S_churn / S_noise / S_tmin / S_tmax (Algorithm 2)
+
 
 def get_sampler(name: str):
     if name not in SAMPLERS:
@@ -45,7 +47,7 @@ def get_sampler(name: str):
 
 
 __all__ = [
-    "GRIDS", "SAMPLERS", "ddpm_sigma_grid", "ddpm_timesteps", "generate", "get_sampler", "karras_sigmas",
+    "CHURN_SAMPLERS", "GRIDS", "SAMPLERS", "ddpm_sigma_grid", "ddpm_timesteps", "generate", "get_sampler", "karras_sigmas",
     "loguniform_sigmas", "make_generator", "make_generators", "randn", "sample_ddim", "sample_ddpm",
     "sample_dpmpp_2m", "sample_euler", "sample_euler_maruyama", "sample_heun", "sample_ode", "sample_ode_dopri5",
     "sample_ode_euler", "sample_ode_heun", "sample_ode_rk4", "sample_pc", "sigma_grid", "uniform_sigmas",

@@ -298,6 +298,7 @@ class Trainer:
     def preview(self):
         if self.rank != 0 or not self.is_diffusion or self.cfg.data.cond_frames:
             return None
+        from difflab.sampling import CHURN_SAMPLERS
         from difflab.sampling.generate import generate
         from difflab.viz.grids import save_grid
 
@@ -306,7 +307,7 @@ class Trainer:
         if cfg.model.num_classes:
             cond["class_labels"] = torch.arange(n, device=self.device) % cfg.model.num_classes
         shape = (cfg.model.channels * cfg.data.pred_frames, cfg.data.size, cfg.data.size)
-        churn = {"S_churn": cfg.sample.S_churn} if cfg.sample.sampler in ("heun", "euler") else {}
+        churn = {"S_churn": cfg.sample.S_churn} if cfg.sample.sampler in CHURN_SAMPLERS else {}
         x = generate(self.ema, n, shape, sampler=cfg.sample.sampler, steps=cfg.sample.steps,
                      sigma_min=cfg.model.sigma_min, sigma_max=cfg.model.sigma_max, rho=cfg.sample.rho,
                      seed=cfg.seed, cond=cond, device=self.device, **churn)
