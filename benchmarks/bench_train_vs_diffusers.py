@@ -94,6 +94,10 @@ class DiffusersLoop:
         self.ema = EMAModel(unet.parameters(), decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4,
                             model_cls=type(unet), model_config=unet.config)
 
+    def autocast(self):
+        on_cuda = self.data.device.type == "cuda"
+        return torch.autocast("cuda" if on_cuda else "cpu", dtype=torch.bfloat16, enabled=on_cuda)
+
     def step(self):
         unet, sch = self.unet, self.sch
         unet.train()
@@ -102,7 +106,8 @@ class DiffusersLoop:
         noise = torch.randn(clean.shape, dtype=clean.dtype, device=clean.device)
         t = torch.randint(0, sch.config.num_train_timesteps, (clean.shape[0],), device=clean.device).long()
         noisy = sch.add_noise(clean, noise, t)
-        out = unet(noisy, t).sample
+        with self.autocast():  # on CUDA, bf16 autocast as difflab's trainer (accelerate's mixed_precision="bf16")
+            out = unet(noisy, t).sample
         loss = F.mse_loss(out.float(), noise.float())
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -153,7 +158,7 @@ def main(argv=None) -> int:
     sch = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear")
     data = load_images(max(512, 4 * batch)) if not args.quick else load_images(256)
     out = {"benchmark": "bench_train_vs_diffusers", "quick": args.quick, "machine": common.machine(), "batch": batch,
-           "device": args.device,
+           "device": args.device, "precision": "bf16 autocast, both loops" if args.device != "cpu" else "float32",
            "reps": reps, "unet_config": ucfg, "unet_params": sum(p.numel() for p in unet0.parameters()),
            "optimizer": {"AdamW": ADAMW, "grad_clip": 1.0}}
     out["same_loss_check"] = same_loss_check(copy.deepcopy(unet0), sch, data)

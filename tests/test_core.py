@@ -10,7 +10,7 @@ from difflab.diffusion import EDMPrecond, VEPrecond, VPEpsPrecond, VPrecond, ddp
 from difflab.diffusion.losses import EDMLoss, EpsLoss, drop_labels
 from difflab.sampling import SAMPLERS, karras_sigmas
 from difflab.sampling.rng import make_generators, randn
-from difflab.utils import append_dims
+from difflab.utils import append_dims, as_sigma
 
 SD = 0.7  # std of the Gaussian data
 
@@ -150,3 +150,16 @@ def test_loss_decreases_on_tiny_synthetic_set(loss):
         loss(D, x0, {}, generator=g).mean().backward()
         opt.step()
     assert eval_loss() < 0.7 * before
+
+
+def test_as_sigma_fills_a_python_number_like_a_float32_conversion():
+    """A float is filled in on x's device (no host copy) with the value a float32 conversion gives; tensors keep
+    their checks."""
+    x = torch.zeros(3, 1, 2, 2)
+    for v in (0.002, 80.0, 1 / 3, 0, 1e39, -1e39):
+        s = as_sigma(v, x)
+        assert s.shape == (3,) and s.dtype == torch.float32
+        assert torch.equal(s, torch.as_tensor(v, dtype=torch.float32).expand(3))
+    assert torch.equal(as_sigma(torch.tensor([1.0, 2.0, 3.0]), x), torch.tensor([1.0, 2.0, 3.0]))
+    with pytest.raises(ValueError, match="sigma must be a scalar or a"):
+        as_sigma(torch.ones(2), x)

@@ -232,6 +232,21 @@ def test_fetch_uses_gz_put_in_cache_by_hand(fake, monkeypatch):
     assert (root / "train-images-idx3-ubyte").exists()
 
 
+def test_test_split_loads_without_the_train_files(fake, monkeypatch):
+    """Only the split's own files are needed: a cache holding just the t10k files serves the test split."""
+    spec, arrays, mirror, cache = fake
+    root = cache / "fake"
+    root.mkdir(parents=True)
+    for p in mirror.glob("t10k-*"):
+        os.replace(p, root / p.name)
+    monkeypatch.setenv("DIFFLAB_OFFLINE", "1")
+    images, labels = mnist.load_arrays("fake", "test", cache_dir=cache, verbose=False)
+    np.testing.assert_array_equal(images, arrays["test-images"])
+    np.testing.assert_array_equal(labels, arrays["test-labels"])
+    with pytest.raises(DataFileError, match="train-images-idx3-ubyte"):
+        mnist.load_arrays("fake", "train", cache_dir=cache, verbose=False)
+
+
 def test_load_truncated_or_corrupt_cached_file_names_it(fake, monkeypatch):
     spec, arrays, mirror, cache = fake
     root = mnist.fetch("fake", cache_dir=cache, verbose=False, offline=False)

@@ -49,6 +49,18 @@ def test_reproduce_ntnu_quick_rows(ntnu_models, tmp_path):
     assert result["published"]["linear T1000 w0.2"] == {"fid_inception": 16.19, "is": 9.56}
 
 
+def test_reproduce_ntnu_rows_runs_only_the_named_rows(ntnu_models, tmp_path, capsys):
+    root, _ = ntnu_models
+    out = tmp_path / "ntnu"
+    assert main(["reproduce", "ntnu", "--n", "2", "--models", str(root / "models"), "--metrics", "is",
+                 "--rows", "linear T1000 w0.5", "--out", str(out)]) == 0
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert list(rows) == ["linear T1000 w0.5"] and rows["linear T1000 w0.5"]["cfg_weight"] == 0.5
+    assert main(["reproduce", "ntnu", "--n", "2", "--models", str(root / "models"), "--rows", "linear T9 w0",
+                 "--out", str(out)]) == 2
+    assert "unknown ntnu row(s) ['linear T9 w0']" in capsys.readouterr().err
+
+
 def test_reproduce_ntnu_names_a_missing_model(tmp_path, capsys):
     code = main(["reproduce", "ntnu", "--quick", "--n", "2", "--models", str(tmp_path), "--out", str(tmp_path / "o")])
     assert code == 2

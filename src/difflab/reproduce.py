@@ -113,6 +113,12 @@ def ntnu(args, out: Path) -> dict:
               "published": {k: {"fid_inception": v[0], "is": v[1]} for k, v in NTNU_TABLES.items()}}
     jobs = [(row, model, w, None) for row, model, w in plan]  # sampling None: DDPM over the model's T steps
     jobs[1:1] = [(f"fast: {k}", "ntnu-linear-T1000", 0.2, s) for k, s in NTNU_FAST]  # the cheap rows early
+    wanted = [w.strip() for w in (getattr(args, "rows", None) or "").split(",") if w.strip()]
+    if wanted:  # --rows: run only the named rows (e.g. to finish a partial table)
+        unknown = [w for w in wanted if w not in {j[0] for j in jobs}]
+        if unknown:
+            raise ValueError(f"unknown ntnu row(s) {unknown}; choose from {[j[0] for j in jobs]}")
+        jobs = [j for j in jobs if j[0] in wanted]
     for row, model, w, sampling in jobs:
         path = _ntnu_model(root, model)
         if sampling is None:

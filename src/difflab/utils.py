@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -12,8 +14,19 @@ def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
     return v.reshape(*v.shape, *([1] * (ndim - v.ndim)))
 
 
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
 def as_sigma(sigma, x: torch.Tensor) -> torch.Tensor:
-    """Return sigma as a float [B] tensor on x's device (a float or a 0-d tensor is broadcast)."""
+    """Return sigma as a float [B] tensor on x's device (a float or a 0-d tensor is broadcast).
+
+    A Python number is filled in on the device: ``torch.as_tensor(float, device='cuda')`` copies from pageable
+    host memory, which synchronises the stream once per network evaluation and stalls an asynchronous sampler."""
+    if isinstance(sigma, (int, float)) and not isinstance(sigma, bool):
+        v = float(sigma)
+        if abs(v) > _FLOAT32_MAX:  # as float32 conversion does: overflow to +-inf (torch.full would raise)
+            v = math.copysign(math.inf, v)
+        return torch.full((x.shape[0],), v, dtype=torch.float32, device=x.device)
     s = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
     if s.ndim == 0:
         s = s.expand(x.shape[0])

@@ -424,8 +424,9 @@ def _offline() -> bool:
 
 
 def fetch(name: str, cache_dir=None, verbose: bool = True, *, timeout: float = DEFAULT_TIMEOUT,
-          offline: bool | None = None) -> Path:
-    """Make sure the dataset's four raw IDX files are in the cache and verified; return their directory.
+          offline: bool | None = None, split: str | None = None) -> Path:
+    """Make sure the dataset's four raw IDX files (or only ``split``'s two) are in the cache and verified; return
+    their directory.
 
     ``name`` is "mnist" or "fashion-mnist". Tries files already in the cache (also ``FILE.gz`` put there
     by hand), the original mirrors (``timeout`` seconds without progress; skipped when ``offline`` or
@@ -440,7 +441,8 @@ def fetch(name: str, cache_dir=None, verbose: bool = True, *, timeout: float = D
         offline = _offline()
 
     missing: list[FileSpec] = []
-    for fs in spec.files.values():
+    wanted = [fs for key, fs in spec.files.items() if split is None or key.startswith(f"{split}-")]
+    for fs in wanted:
         dest = root / fs.filename
         if dest.exists():
             try:
@@ -550,7 +552,7 @@ def load_arrays(name: str, split: str = "train", cache_dir=None, *, download: bo
     if absent:
         if not download:
             raise DataFileError(absent[0], f"not in the cache; run `difflab data fetch {spec.name}`")
-        fetch(spec.name, cache_dir, verbose=verbose)
+        fetch(spec.name, cache_dir, verbose=verbose, split=split)
     for p, fs in zip(paths, (img_fs, lab_fs), strict=True):
         verify_file(p, fs, spec.name)
     images = read_idx(paths[0], expected_shape=img_fs.shape, expected_dtype=np.uint8)

@@ -21,10 +21,13 @@ MASKS = (None, "none", "otsu")
 _CACHE: dict = {}
 
 
-def load_classifier(model="digit-classifier", device="cpu"):
-    """A classifier by shipped name / run directory (cached per process), or a module passed through."""
+def load_classifier(model="digit-classifier", device=None):
+    """A classifier by shipped name / run directory (cached per process), or a module passed through.
+    ``device=None`` loads a named classifier on CUDA when there is one (a module stays where it is)."""
     if isinstance(model, torch.nn.Module):
-        return model.to(device).eval()
+        return (model if device is None else model.to(device)).eval()
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     key = (str(model), str(device))
     if key not in _CACHE:
         import difflab
