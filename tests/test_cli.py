@@ -28,6 +28,7 @@ def test_sample_writes_png_and_npz(runs, tmp_path):
     ["--sampler", "ddim", "--eta", "0.5"],
     ["--sampler", "dpmpp_2m"],
     ["--cg-model", "CLF", "--cg-scale", "2"],
+    ["--pg-weight", "1", "--pg-kernel", "feature", "--pg-features", "digit-classifier"],
 ])
 def test_sample_with_guidance_and_samplers(runs, tmp_path, flags):
     flags = [str(runs / "clf") if f == "CLF" else f for f in flags]
@@ -38,3 +39,9 @@ def test_classifier_guidance_needs_a_noisy_classifier(runs, tmp_path, capsys):
     code = main(["sample", str(runs / "tiny"), "--n", "2", "--steps", "2", "--out", str(tmp_path / "g.png"),
                  "--cg-model", str(runs / "tiny")])
     assert code == 2 and "not a noise-conditional classifier" in capsys.readouterr().err
+
+
+def test_pg_features_needs_the_feature_kernel(runs, tmp_path, capsys):
+    code = main(["sample", str(runs / "tiny"), "--n", "2", "--steps", "2", "--out", str(tmp_path / "g.png"),
+                 "--pg-weight", "1", "--pg-features", "digit-classifier"])
+    assert code == 2 and "--pg-features needs --pg-kernel feature" in capsys.readouterr().err

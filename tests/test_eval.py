@@ -291,3 +291,17 @@ def test_fold_null_label_gives_the_same_unconditional_denoiser(tmp_path, monkeyp
     x, sigma = torch.randn(3, 1, 28, 28), torch.tensor([0.1, 1.0, 10.0])
     null = torch.full((3,), 10)
     torch.testing.assert_close(unc(x, sigma), cond(x, sigma, class_labels=null), rtol=1e-5, atol=1e-5)
+
+
+def test_embedding_is_differentiable_and_matches_the_fid_features():
+    """The PG feature kernel's embedding: the classifier's penultimate features, with a gradient to every pixel."""
+    from difflab.eval.features import ClassifierFeatures
+
+    f = clf.embedding("digit-classifier")
+    x = (torch.rand(3, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 1.8 - 0.9).requires_grad_(True)
+    z = f(x)
+    assert z.shape == (3, ClassifierFeatures("digit-classifier").num_features)
+    torch.testing.assert_close(z.detach(), ClassifierFeatures("digit-classifier")(x.detach()), rtol=1e-5, atol=1e-5)
+    (g,) = torch.autograd.grad(z.square().sum(), x)
+    assert g.abs().sum(dim=(1, 2, 3)).min() > 0
+    assert not any(p.requires_grad for p in clf.load_classifier("digit-classifier").parameters())

@@ -99,3 +99,27 @@ def test_changed_settings_recompute(spec, tmp_path):
     spec2 = dict(spec, seed=1)
     t = run_sweep_config(spec2, out=out, limit=0, log=_quiet)
     assert t["done"] == 0  # the stored point belongs to seed 0
+
+
+def test_motion_sweep_over_the_shipped_circle_model(tmp_path, monkeypatch):
+    """task: motion runs `eval motion` per point (histories x futures); the table and heatmaps come out, a rerun
+    resumes, and image metrics are refused."""
+    from difflab.models import SHIPPED_DIR
+
+    if not (SHIPPED_DIR / "smmnist-circle" / "model.safetensors").exists():
+        pytest.skip("shipped smmnist-circle not installed")
+    monkeypatch.setenv("DIFFLAB_SMMNIST_DIGITS", "synthetic:64")
+    s = load_sweep_config("configs/sweep_pg_circle.yaml", [f"out={tmp_path / 'c'}", "batches=2", "batch_size=2",
+                                                           "base.steps=2", "grid.S_churn=[0]",
+                                                           "grid.pg_weight=[0, 1]"])
+    table = run_sweep_config(s, log=_quiet)
+    assert table["complete"] and table["n_per_point"] == 4 and table["axis_names"] == ["pg_weight", "S_churn"]
+    modes = [row[0] for row in table["tables"]["modes_per_history"]]
+    assert all(1 <= m <= 2 for m in modes)
+    assert all(0 <= row[0] <= 1 for row in table["tables"]["valid_move_share"])
+    assert (tmp_path / "c" / "heatmap_modes_per_history.png").exists()
+    lines = []
+    run_sweep_config(s, log=lines.append)
+    assert any("0 point(s) computed, 2 already done" in line for line in lines)
+    with pytest.raises(ValueError, match="motion metrics must be among"):
+        load_sweep_config("configs/sweep_pg_circle.yaml", ["metrics=[modes_per_10]"])

@@ -111,6 +111,10 @@ def add_sampling_args(p: argparse.ArgumentParser, steps_default=18):
     p.add_argument("--cg-scale", type=float, default=1.0, help="classifier guidance scale s")
     p.add_argument("--pg-weight", type=_nonneg_float("--pg-weight"), default=0.0, help="particle guidance k_PG")
     p.add_argument("--pg-kernel", default="rbf", help="rbf | iou | feature")
+    p.add_argument("--pg-features", default=None,
+                   help="--pg-kernel feature: the classifier whose embedding the kernel compares (shipped name or "
+                        "run dir; default digit-features, a network separate from the digit-classifier that counts "
+                        "modes)")
     p.add_argument("--pg-batch", type=_positive_int("--pg-batch"), default=None,
                    help="particles coupled by PG (default: the whole batch)")
     p.add_argument("--pg-variant", default="paper", help="paper | thesis")

@@ -56,8 +56,16 @@ def build_guidance(args, D):
     if getattr(args, "pg_weight", 0.0):
         from difflab.guidance import ParticleGuidance
 
+        features = None
+        if args.pg_kernel == "feature":
+            from difflab.eval.classifier import embedding
+
+            features = embedding(getattr(args, "pg_features", None) or "digit-features",
+                                 device=getattr(args, "device", None))
+        elif getattr(args, "pg_features", None):
+            raise ValueError("--pg-features needs --pg-kernel feature")
         guidance.append(ParticleGuidance(weight=args.pg_weight, kernel=args.pg_kernel, variant=args.pg_variant,
-                                         group_size=args.pg_batch))
+                                         group_size=args.pg_batch, features=features))
     return guidance or None
 
 

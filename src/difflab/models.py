@@ -14,7 +14,7 @@ from difflab.training.checkpoint import CheckpointError, latest_checkpoint, load
 
 SHIPPED_DIR = Path(__file__).parent / "models"
 SHIPPED = ["mnist-cond", "mnist-uncond", "smmnist-horizontal-0.5", "smmnist-horizontal-0.7",
-           "smmnist-horizontal-0.9", "smmnist-circle", "digit-classifier"]
+           "smmnist-horizontal-0.9", "smmnist-circle", "digit-classifier", "digit-features"]
 
 
 def image_resolution(cfg: Config) -> int:

@@ -59,7 +59,10 @@ def thesis_modes(quick: bool, args=None) -> dict:
     rows = {}
     for name, extra in [("deterministic", []), ("stochastic S_churn 0.7", ["--S-churn", "0.7"]),
                         ("deterministic + PG k_PG 1", ["--pg-weight", "1"]),
-                        ("stochastic S_churn 0.7 + PG k_PG 1", ["--S-churn", "0.7", "--pg-weight", "1"])]:
+                        ("stochastic S_churn 0.7 + PG k_PG 1", ["--S-churn", "0.7", "--pg-weight", "1"]),
+                        # beyond the thesis: PG in the digit-features embedding (the PG paper's feature kernel)
+                        ("deterministic + PG feature kernel k_PG 10",
+                         ["--pg-weight", "10", "--pg-kernel", "feature"])]:
         r = _eval("mnist-uncond", ["--metrics", "modes,quality", "--n", str(n), "--steps", "22", "--seed", "0",
                                    "--pg-batch", "10", *_run_opts(args, 10), *extra])
         rows[name] = {"modes_per_10": r["modes_per_10"], "quality": r.get("quality"), "n": r["n"]}

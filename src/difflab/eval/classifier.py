@@ -40,6 +40,23 @@ def load_classifier(model="digit-classifier", device=None):
     return _CACHE[key]
 
 
+def embedding(model="digit-features", device=None):
+    """A differentiable ``features(x) -> [B, F]`` for particle guidance's feature kernel (Corso et al. 2023 compare
+    particles in a learned embedding, DINO there): the classifier's penultimate embedding of images in [-1, 1].
+    Unlike :func:`prepare` nothing is clamped, so the gradient reaches every pixel. Parameters are frozen."""
+    net = load_classifier(model, device)
+    if not hasattr(net, "features"):
+        raise ValueError(f"{model}: a feature kernel needs a classifier with a .features(x) embedding")
+    net.requires_grad_(False)
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        x = x[:, None] if x.ndim == 3 else x
+        return net.features(x.to(_param_device(net), torch.float32)).flatten(1).to(x.device)
+
+    features.model_name = str(model)
+    return features
+
+
 def model_id(model) -> str:
     """A short identity for caches: the shipped/run name plus a hash of the weights."""
     h = hashlib.sha256()

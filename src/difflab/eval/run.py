@@ -132,7 +132,8 @@ def evaluate_images(images: torch.Tensor, metrics="is,fid_classifier,modes", *, 
 
 
 _SAMPLER_KEYS = ("sampler", "steps", "grid", "rho", "sigma_min", "sigma_max", "S_churn", "S_noise", "eta",
-                 "init_noise_scale", "cfg_weight", "pg_weight", "pg_kernel", "pg_batch", "pg_variant", "batch_size")
+                 "init_noise_scale", "cfg_weight", "pg_weight", "pg_kernel", "pg_features", "pg_batch", "pg_variant",
+                 "batch_size")
 
 
 def sample_model(args, n=None, D=None):

@@ -17,6 +17,12 @@ A sweep YAML (see configs/sweep_pg_mnist.yaml; every key can be overridden as ``
       S_churn: {values: [0], logspace: [-2, 0, 5]}      # {0} U {10^c: c = -2, -1.5, ..., 0}
     metrics: [modes_per_10, quality, fid_classifier]
 
+``task: motion`` sweeps a next-frame model instead (`difflab eval motion` per grid point, e.g. the thesis' circle
+heatmaps, configs/sweep_pg_circle.yaml): ``batches`` is the number of test histories, ``batch_size`` the samples
+per history (one particle-guidance group), and ``metrics`` are keys of the motion evaluation's multimode result
+(``MOTION_METRICS``: modes_per_history, valid_move_share, tv_to_uniform, quality_mean, unusable_share, p_hat_right,
+inward_share); ``ref`` and ``classifier`` are not used.
+
 An axis is a list of values or a mapping with ``values`` (a list), ``logspace: [start, stop, num]`` (10^c) and/or
 ``linspace: [start, stop, num]``, concatenated in that order. Grid point ``i`` (row-major over the axes in their
 order) writes ``OUT/points/IIII.json`` atomically (``.tmp`` then rename): its parameters, a fingerprint of
@@ -45,7 +51,10 @@ from difflab.eval.run import evaluate_images, parse_metrics, sample_model
 
 DEFAULTS = {"name": "sweep", "model": None, "out": None, "seed": 0, "batches": 10, "batch_size": 10,
             "ref": "mnist:test", "ref_n": None, "classifier": "digit-classifier", "mask": None, "base": {},
-            "grid": {}, "metrics": ["modes_per_10", "quality", "fid_classifier"], "device": "cpu"}
+            "grid": {}, "metrics": ["modes_per_10", "quality", "fid_classifier"], "device": "cpu", "task": "images"}
+TASKS = ("images", "motion")
+MOTION_METRICS = ("modes_per_history", "valid_move_share", "tv_to_uniform", "quality_mean", "unusable_share",
+                  "p_hat_right", "inward_share")
 HEAT_KEY = {"modes": "modes_per_10", "diversity": "pairwise_iou", "prdc": "coverage", "vendi": "vendi_per_10",
             "kid": "kid", "is": "is"}
 LOWER_IS_BETTER = ("fid", "kid", "class_kl", "class_tv")
@@ -91,7 +100,14 @@ def normalize(spec: dict) -> dict:
             raise ValueError(f"sweep config: {k} must be a positive integer, got {s[k]!r}")
     if isinstance(s["metrics"], str):
         s["metrics"] = [m.strip() for m in s["metrics"].split(",") if m.strip()]
-    parse_metrics(s["metrics"])  # validates the names
+    if s["task"] not in TASKS:
+        raise ValueError(f"sweep config: unknown task {s['task']!r}; choose one of {list(TASKS)}")
+    if s["task"] == "motion":
+        bad = [m for m in s["metrics"] if m not in MOTION_METRICS]
+        if bad or not s["metrics"]:
+            raise ValueError(f"sweep config: motion metrics must be among {list(MOTION_METRICS)}, got {bad or '[]'}")
+    else:
+        parse_metrics(s["metrics"])  # validates the names
     s["axes"] = {k: axis_values(k, v) for k, v in s["grid"].items()}
     if s["out"] is None:
         s["out"] = f"outputs/sweeps/{s['name']}"
@@ -148,23 +164,35 @@ def parse_shard(shard) -> tuple[int, int]:
 def fingerprint(spec: dict, params: dict) -> str:
     """What determines a point's result: model, sampling options, sizes, seed, metrics, reference, point."""
     keys = ("model", "seed", "batches", "batch_size", "ref", "ref_n", "classifier", "mask", "base", "metrics")
-    blob = json.dumps({**{k: spec[k] if not hasattr(spec[k], "state_dict") else "module" for k in keys},
-                       "params": params}, sort_keys=True, default=str)
+    fields = {k: spec[k] if not hasattr(spec[k], "state_dict") else "module" for k in keys}
+    if spec.get("task", "images") != "images":  # (image sweeps keep the fingerprints they had before tasks)
+        fields["task"] = spec["task"]
+    blob = json.dumps({**fields, "params": params}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # -- running -----------------------------------------------------------------------------------------------
 
 def _eval_args(spec: dict, params: dict):
-    from difflab.cli import build_parser
+    from difflab.cli import build_eval_subparser, build_parser
 
-    args = build_parser().parse_args(["eval", str(spec["model"])])
+    motion = spec.get("task", "images") == "motion"
+    if motion:
+        args = build_eval_subparser("motion").parse_args([str(spec["model"])])
+        fixed = ("json", "model", "out", "sequences", "samples", "seed", "device")
+    else:
+        args = build_parser().parse_args(["eval", str(spec["model"])])
+        fixed = ("metrics", "json", "real", "ref", "model", "command")
     for k, v in {**spec["base"], **params}.items():
         k = k.replace("-", "_")
-        if not hasattr(args, k) or k in ("metrics", "json", "real", "ref", "model", "command"):
-            valid = sorted(a for a in vars(args) if a not in ("metrics", "json", "real", "ref", "model", "command"))
+        if not hasattr(args, k) or k in fixed:
+            valid = sorted(a for a in vars(args) if a not in fixed)
             raise ValueError(f"sweep: {k!r} is not a sampler option; valid: {', '.join(valid)}")
         setattr(args, k, v)
+    if motion:  # histories x samples per history; PG couples the samples of one history (pg_batch default)
+        args.sequences, args.samples = spec["batches"], spec["batch_size"]
+        args.seed, args.device = spec["seed"], spec["device"]
+        return args
     args.n = spec["batches"] * spec["batch_size"]
     args.batch_size = spec["batch_size"]  # one sampler call per batch = one particle group
     if args.pg_batch is None:
@@ -189,6 +217,11 @@ def _read_point(path: Path):
 
 def run_point(spec: dict, params: dict, D=None) -> dict:
     args = _eval_args(spec, params)
+    if spec.get("task", "images") == "motion":
+        from difflab.eval.motion import run_motion
+
+        res = run_motion(args)
+        return {k: v for k, v in res["multimode"].items() if isinstance(v, (int, float))}
     images, _ = sample_model(args, D=D)
     return evaluate_images(images, spec["metrics"], ref=spec["ref"], ref_n=spec["ref_n"],
                            classifier=spec["classifier"], mask=spec["mask"], group_size=spec["batch_size"])
@@ -224,7 +257,7 @@ def run_sweep_config(spec: dict, out=None, shard=None, limit: int | None = None,
         if limit is not None and done_now >= limit:
             log(f"stopping after {limit} new point(s) (limit)")
             break
-        if D is None:
+        if D is None and spec.get("task", "images") == "images":
             D = difflab.load(spec["model"], device=spec["device"])
         t0 = time.time()
         res = run_point(spec, params, D=D)
