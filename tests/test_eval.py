@@ -305,3 +305,12 @@ def test_embedding_is_differentiable_and_matches_the_fid_features():
     (g,) = torch.autograd.grad(z.square().sum(), x)
     assert g.abs().sum(dim=(1, 2, 3)).min() > 0
     assert not any(p.requires_grad for p in clf.load_classifier("digit-classifier").parameters())
+
+
+def test_load_classifier_keeps_a_module_where_it_is_and_picks_the_default_device():
+    net = DigitClassifier(width=8)
+    assert clf.load_classifier(net) is net and not net.training
+    named = clf.load_classifier("digit-classifier")
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert next(named.parameters()).device.type == want
+    assert clf.load_classifier("digit-classifier", device="cpu") is clf.load_classifier("digit-classifier", "cpu")
