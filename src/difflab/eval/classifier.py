@@ -53,7 +53,6 @@ def embedding(model="digit-features", device=None):
         x = x[:, None] if x.ndim == 3 else x
         return net.features(x.to(_param_device(net), torch.float32)).flatten(1).to(x.device)
 
-    features.model_name = str(model)
     return features
 
 

@@ -463,7 +463,7 @@ def _mean_image_rows(history: torch.Tensor, samples: torch.Tensor, n_show: int =
     return torch.cat(parts)
 
 
-def run_motion(args) -> dict:
+def run_motion(args, D=None) -> dict:
     """``difflab eval motion RUN_DIR``: direction accuracy, modes, quality and mean images of a next-frame model.
 
     - unimode histories (the next move follows from the history; horizontal and free): direction accuracy of
@@ -477,7 +477,8 @@ def run_motion(args) -> dict:
     from difflab.viz.grids import save_grid
 
     t0 = time.time()
-    D = difflab.load(args.model, device=getattr(args, "device", "cpu"))
+    if D is None:  # a sweep passes the model it loaded once
+        D = difflab.load(args.model, device=getattr(args, "device", "cpu"))
     cfg = _config(D)
     variant = _variant(cfg)
     N, M, seed = int(args.sequences), int(args.samples), int(getattr(args, "seed", 0))

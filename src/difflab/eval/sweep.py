@@ -176,7 +176,7 @@ def fingerprint(spec: dict, params: dict) -> str:
 def _eval_args(spec: dict, params: dict):
     from difflab.cli import build_eval_subparser, build_parser
 
-    motion = spec.get("task", "images") == "motion"
+    motion = spec["task"] == "motion"
     if motion:
         args = build_eval_subparser("motion").parse_args([str(spec["model"])])
         fixed = ("json", "model", "out", "sequences", "samples", "seed", "device")
@@ -217,10 +217,10 @@ def _read_point(path: Path):
 
 def run_point(spec: dict, params: dict, D=None) -> dict:
     args = _eval_args(spec, params)
-    if spec.get("task", "images") == "motion":
+    if spec["task"] == "motion":
         from difflab.eval.motion import run_motion
 
-        res = run_motion(args)
+        res = run_motion(args, D=D)
         return {k: v for k, v in res["multimode"].items() if isinstance(v, (int, float))}
     images, _ = sample_model(args, D=D)
     return evaluate_images(images, spec["metrics"], ref=spec["ref"], ref_n=spec["ref_n"],
@@ -257,7 +257,7 @@ def run_sweep_config(spec: dict, out=None, shard=None, limit: int | None = None,
         if limit is not None and done_now >= limit:
             log(f"stopping after {limit} new point(s) (limit)")
             break
-        if D is None and spec.get("task", "images") == "images":
+        if D is None:
             D = difflab.load(spec["model"], device=spec["device"])
         t0 = time.time()
         res = run_point(spec, params, D=D)
