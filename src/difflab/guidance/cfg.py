@@ -69,6 +69,9 @@ class ClassifierFreeGuidance(Guidance):
         a, b = self.coefficients
 
         def D_cfg(x, sigma, **cond):
+            # Whether sigma is in the window is decided on the host when the sampler passes a number (no GPU
+            # read-back); only a per-sample sigma tensor with a window needs one.
+            sigma_host = float(sigma) if isinstance(sigma, (int, float)) else None
             sigma = as_sigma(sigma, x)
             labels = cond.get(self.label_key)
             if labels is None:
@@ -77,13 +80,17 @@ class ClassifierFreeGuidance(Guidance):
             if labels.ndim == 0:
                 labels = labels.expand(x.shape[0])
             B = x.shape[0]
-            active = torch.ones(B, dtype=torch.bool, device=x.device)
+            active = None  # None: every sample is guided
             if self.sigma_window is not None:
                 lo, hi = self.sigma_window
-                active = (sigma >= lo) & (sigma <= hi)
-            if not bool(active.any()):
-                self.last_info = {"cfg_active": 0.0}
-                return D(x, sigma, **{**cond, self.label_key: labels})
+                if sigma_host is not None:
+                    inside = lo <= sigma_host <= hi
+                else:
+                    active = (sigma >= lo) & (sigma <= hi)
+                    inside = bool(active.any())
+                if not inside:
+                    self.last_info = {"cfg_active": 0.0}
+                    return D(x, sigma, **{**cond, self.label_key: labels})
             if labels.ndim == 1:
                 uncond = torch.full_like(labels, null)
             else:
@@ -97,8 +104,12 @@ class ClassifierFreeGuidance(Guidance):
             out = D(torch.cat([x, x]), torch.cat([sigma, sigma]), **both)
             d_c, d_u = out[:B], out[B:]
             guided = a * d_c + b * d_u
-            self.last_info = {"cfg_active": float(active.float().mean())}
+            if active is None:
+                self.last_info = {"cfg_active": 1.0}
+                return guided
+            self.last_info = {"cfg_active": active.float().mean()}
             return torch.where(append_dims(active, x.ndim), guided, d_c)
 
         D_cfg.num_classes = getattr(D, "num_classes", null)
+        D_cfg.host_sigma = True  # samplers pass sigma as a number (see difflab.sampling.base.denoise)
         return D_cfg

@@ -58,7 +58,7 @@ class ClassifierGuidance(Guidance):
             denoised = D(x, sigma, **cond)
             g = self.grad_log_prob(x, sigma, labels)
             term = self.scale * append_dims(sigma.to(x.dtype), x.ndim) ** 2 * g
-            self.last_info = {"cg_grad_norm": term.detach().reshape(x.shape[0], -1).norm(dim=1).cpu()}
+            self.last_info = {"cg_grad_norm": term.detach().reshape(x.shape[0], -1).norm(dim=1)}
             return denoised + term
 
         if hasattr(D, "num_classes"):

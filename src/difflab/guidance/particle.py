@@ -226,12 +226,18 @@ class ParticleGuidance(Guidance):
     # ---- the transform ------------------------------------------------------------------------------------
     def wrap(self, D):
         def D_pg(x, sigma, **cond):
+            # With a number for sigma (what the samplers pass) whether k_PG is zero is decided on the host;
+            # only a per-sample sigma tensor needs a read-back from the device.
+            off = (float(self.weight_at(torch.tensor([float(sigma)], dtype=torch.float64))[0]) == 0
+                   if isinstance(sigma, (int, float)) else None)
             sigma = as_sigma(sigma, x)
             k_pg = self.weight_at(sigma)
             self._groups(x.shape[0])
-            if not bool((k_pg != 0).any()):
+            if off is None:
+                off = not bool((k_pg != 0).any())
+            if off:
                 denoised = D(x, sigma, **cond)
-                self.last_info = {"pg_weight": 0.0, "pg_grad_norm": torch.zeros(x.shape[0]),
+                self.last_info = {"pg_weight": 0.0, "pg_grad_norm": torch.zeros(x.shape[0], device=x.device),
                                   "ode_grad_norm": self._norm((x - denoised) / append_dims(sigma, x.ndim))}
                 return denoised
             z_ref = None
@@ -266,7 +272,7 @@ class ParticleGuidance(Guidance):
             delta_d = sign * append_dims(k_pg.to(x.dtype), x.ndim) * grad
             out = denoised - append_dims(sigma.to(x.dtype), x.ndim) * delta_d
             self.last_info = {
-                "pg_weight": float(k_pg.abs().max()),
+                "pg_weight": k_pg.abs().max(),
                 "pg_grad_norm": self._norm(delta_d),
                 "ode_grad_norm": self._norm((x - denoised) / append_dims(sigma.to(x.dtype), x.ndim)),
                 "pg_bandwidth": h.detach(),
@@ -275,8 +281,9 @@ class ParticleGuidance(Guidance):
 
         if hasattr(D, "num_classes"):
             D_pg.num_classes = D.num_classes
+        D_pg.host_sigma = True  # samplers pass sigma as a number (see difflab.sampling.base.denoise)
         return D_pg
 
     @staticmethod
     def _norm(v: torch.Tensor) -> torch.Tensor:
-        return v.detach().reshape(v.shape[0], -1).norm(dim=1).cpu()
+        return v.detach().reshape(v.shape[0], -1).norm(dim=1)

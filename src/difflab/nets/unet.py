@@ -54,6 +54,21 @@ PRESETS = {
 }
 
 
+def check_class_labels(labels: torch.Tensor, num_classes: int, sync: bool = False) -> torch.Tensor:
+    """Labels must lie in [0, num_classes] (num_classes is the null label). On the CPU, or with ``sync``, a
+    ValueError; on an accelerator the check is queued on the device (``torch._assert_async``) instead of read
+    back, which would synchronise the stream on every network call. generate() checks with ``sync`` once."""
+    msg = f"class_labels must be in [0, {num_classes}] ({num_classes} = null label)"
+    if labels.numel() == 0:
+        return labels
+    if sync or labels.device.type == "cpu":
+        if int(labels.min()) < 0 or int(labels.max()) > num_classes:
+            raise ValueError(msg)
+    else:
+        torch._assert_async(((labels >= 0) & (labels <= num_classes)).all(), msg)
+    return labels
+
+
 def _norm(ch: int) -> nn.GroupNorm:
     return nn.GroupNorm(num_groups=min(32, max(1, ch // 4)), num_channels=ch, eps=1e-6)
 
@@ -172,9 +187,7 @@ class UNet(nn.Module):
         if self.map_label is not None:
             if class_labels is None:
                 class_labels = torch.full((x.shape[0],), cfg.num_classes, dtype=torch.long, device=x.device)
-            class_labels = class_labels.long()
-            if class_labels.min() < 0 or class_labels.max() > cfg.num_classes:
-                raise ValueError(f"class_labels must be in [0, {cfg.num_classes}] ({cfg.num_classes} = null label)")
+            class_labels = check_class_labels(class_labels.long(), cfg.num_classes)
             emb = emb + self.map_label(class_labels)
         emb = F.silu(emb).to(x.dtype)
         if cfg.cond_channels:

@@ -11,10 +11,13 @@ from difflab.utils import as_sigma
 
 
 def check_sigmas(sigmas, x: torch.Tensor | None = None) -> torch.Tensor:
-    """Validate a sampling grid: 1-D, at least 2 values, finite, non-negative, non-increasing, ending in 0."""
-    sigmas = torch.as_tensor(sigmas, dtype=torch.float32)
-    if x is not None:
-        sigmas = sigmas.to(x.device)
+    """Validate a sampling grid: 1-D, at least 2 values, finite, non-negative, non-increasing, ending in 0.
+
+    The grid is returned on the CPU whatever ``x``'s device: samplers read it as Python floats every step, and
+    reading a CUDA tensor back (``float(sigmas[i])``) would synchronise the stream once per step, so the host
+    could no longer queue the next network call while the GPU runs this one (as diffusers' schedulers, which
+    keep their sigmas on the CPU for the same reason)."""
+    sigmas = torch.as_tensor(sigmas).detach().to("cpu", torch.float32)
     if sigmas.ndim != 1 or sigmas.numel() < 2:
         raise ValueError(f"sigmas must be a 1-D grid of at least 2 values (steps >= 1), got shape {tuple(sigmas.shape)}")
     if not torch.isfinite(sigmas).all() or (sigmas < 0).any():
@@ -56,17 +59,25 @@ def guided(D, guidance):
 
 
 def guidance_info(guidance) -> dict:
-    """Per-step statistics a guidance recorded during its last call (e.g. gradient norms)."""
+    """Per-step statistics a guidance recorded during its last call (e.g. gradient norms), on the host: 0-d
+    tensors become floats, others CPU tensors. Guidances keep them on the device, so this read-back (a GPU
+    synchronisation) happens only when a callback asks for them."""
     info = {}
     if guidance is None:
         return info
     for g in guidance if isinstance(guidance, (list, tuple)) else [guidance]:
-        info.update(getattr(g, "last_info", None) or {})
+        for key, v in (getattr(g, "last_info", None) or {}).items():
+            if torch.is_tensor(v):
+                v = float(v) if v.ndim == 0 else v.detach().cpu()
+            info[key] = v
     return info
 
 
 def denoise(D, x, sigma, cond):
-    """Call D at a scalar noise level for the whole batch."""
+    """Call D at a scalar noise level for the whole batch. A guidance wrapper marked ``host_sigma`` gets the
+    number itself, so it can decide sigma windows on the host rather than read the device back."""
+    if getattr(D, "host_sigma", False) and isinstance(sigma, (int, float)):
+        return D(x, float(sigma), **cond)
     return D(x, as_sigma(sigma, x), **cond)
 
 

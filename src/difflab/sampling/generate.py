@@ -89,9 +89,16 @@ def generate(D, n: int, shape, *, sampler: str = "heun", steps: int = 18, sigma_
                             beta_schedule=getattr(D, "beta_schedule", "linear"))
     else:
         sigmas = torch.as_tensor(grid, dtype=torch.float32)
-    sigmas = sigmas.to(device)
+    sigmas = sigmas.to("cpu")  # read as floats each step: keep off the GPU (see check_sigmas)
     shape = tuple(int(s) for s in shape)
     cond = cond or {}
+    num_classes = getattr(D, "num_classes", 0)
+    labels = cond.get("class_labels")
+    if torch.is_tensor(labels) and isinstance(num_classes, int) and num_classes > 0:
+        # Once here, with a clear error on any device: the network itself only queues the check on a GPU.
+        from difflab.nets.unet import check_class_labels
+
+        check_class_labels(labels, num_classes, sync=True)
     gen_device = device if device.type == "cuda" else "cpu"
     bs = n if batch_size is None else batch_size
     out = []

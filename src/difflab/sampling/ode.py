@@ -65,7 +65,7 @@ def sample_ode(D, x, sigmas, *, generator=None, callback=None, guidance=None, me
         return x_u - denoise(D, x_u, math.exp(float(u)), cond)
 
     # Integrate from sigmas[0] down to sigmas[-2] in u = ln sigma.
-    u = pos.double().log().to(x.dtype)
+    u = pos.double().log().to(x.device, x.dtype)
     if len(u) > 1:
         kw = dict(rtol=rtol, atol=atol) if method in _ADAPTIVE else {}
         xs = torchdiffeq.odeint(f, x, u, method=method, **kw)
