@@ -163,3 +163,38 @@ def test_as_sigma_fills_a_python_number_like_a_float32_conversion():
     assert torch.equal(as_sigma(torch.tensor([1.0, 2.0, 3.0]), x), torch.tensor([1.0, 2.0, 3.0]))
     with pytest.raises(ValueError, match="sigma must be a scalar or a"):
         as_sigma(torch.ones(2), x)
+
+
+@pytest.mark.parametrize("preset,precond", [("tiny", EDMPrecond), ("tiny", VPEpsPrecond), ("ntnu", VPEpsPrecond)])
+def test_bfloat16_network_runs_and_matches_float32(preset, precond):
+    """A network cast to bfloat16 (``difflab.load(dtype=torch.bfloat16)``) runs, conditional inputs included,
+    and stays near its float32 self; c_noise is passed in float32 so DDPM timesteps are not rounded."""
+    from difflab.nets.unet import build_unet
+
+    torch.manual_seed(0)
+    kw = dict(in_channels=1, out_channels=1, num_classes=10, cond_channels=1, model_channels=8)
+    D32 = precond(build_unet(preset, **kw)).eval()
+    D16 = precond(build_unet(preset, **kw)).eval()
+    D16.load_state_dict(D32.state_dict())
+    D16 = D16.to(torch.bfloat16)
+    x, prev = torch.randn(3, 1, 8, 8), torch.randn(3, 1, 8, 8)
+    cond = dict(class_labels=torch.tensor([0, 5, 10]), cond_frames=prev)
+    sigma = torch.tensor([0.05, 1.0, 20.0])
+    with torch.no_grad():
+        out32, out16 = D32(x, sigma, **cond), D16(x, sigma, **cond)
+    assert out16.dtype == torch.float32 and torch.isfinite(out16).all()
+    scale = (out32 - x).abs().max()  # the network's contribution
+    assert (out16 - out32).abs().max() < 0.05 * scale + 1e-3
+    seen = []
+    D16.net.register_forward_pre_hook(lambda m, args: seen.append(args[1].dtype))
+    D16(x, sigma, **cond)
+    assert seen == [torch.float32]
+
+
+def test_linear_betas_reject_a_T_too_small_for_the_rescaled_endpoints():
+    """beta_T = 0.02 * 1000 / T reaches 1 at T = 20: a clear error instead of a grid of NaN / inf sigmas."""
+    with pytest.raises(ValueError, match="use T > 20 or the cosine schedule"):
+        ddpm_betas(10, "linear")
+    sig = ddpm_sigmas(21, "linear")
+    assert torch.isfinite(sig).all() and (sig[1:] > sig[:-1]).all()
+    assert torch.isfinite(ddpm_sigmas(5, "cosine")).all()

@@ -111,8 +111,15 @@ def test_motion_sweep_over_the_shipped_circle_model(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFLAB_SMMNIST_DIGITS", "synthetic:64")
     s = load_sweep_config("configs/sweep_pg_circle.yaml", [f"out={tmp_path / 'c'}", "batches=2", "batch_size=2",
                                                            "base.steps=2", "grid.S_churn=[0]",
-                                                           "grid.pg_weight=[0, 1]"])
+                                                           "grid.pg_weight=[0, 1]", "base.pg_kernel=iou"])
+    import difflab.viz.plots as plots
+
+    titles, heatmap = [], plots.heatmap
+    monkeypatch.setattr(plots, "heatmap", lambda *a, **kw: titles.append(kw["title"]) or heatmap(*a, **kw))
     table = run_sweep_config(s, log=_quiet)
+    # Two runs of one config differ in their fixed settings: the titles (and table.json) name them.
+    assert titles and all("pg_kernel=iou" in t and "steps=2" in t and "pg_weight" not in t for t in titles)
+    assert table["base"]["pg_kernel"] == "iou"
     assert table["complete"] and table["n_per_point"] == 4 and table["axis_names"] == ["pg_weight", "S_churn"]
     modes = [row[0] for row in table["tables"]["modes_per_history"]]
     assert all(1 <= m <= 2 for m in modes)

@@ -44,7 +44,8 @@ class Precond(nn.Module):
         sigma = as_sigma(sigma, x)
         c_skip, c_out, c_in, c_noise = self.coefficients(sigma)
         dtype = next(self.net.parameters()).dtype
-        F_x = self.net((append_dims(c_in, x.ndim) * x).to(dtype), c_noise.to(dtype),
+        # c_noise stays float32: a DDPM timestep (0..999) in bfloat16 would be rounded to a multiple of 4.
+        F_x = self.net((append_dims(c_in, x.ndim) * x).to(dtype), c_noise,
                        class_labels=class_labels, cond_frames=cond_frames, **kwargs)
         return append_dims(c_skip, x.ndim) * x + append_dims(c_out, x.ndim) * F_x.to(torch.float32)
 

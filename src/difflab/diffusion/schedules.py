@@ -25,6 +25,10 @@ def ddpm_betas(T: int = 1000, schedule: str = "linear", beta_start: float = 1e-4
         raise ValueError(f"T must be a positive integer, got {T!r}")
     if schedule == "linear":
         scale = 1000.0 / T
+        if not 0 < beta_start <= beta_end or beta_end * scale >= 1:
+            raise ValueError(f"linear betas need 0 < beta_start <= beta_end and beta_end * 1000 / T < 1 (a beta >= 1 "
+                             f"leaves no signal); got beta_start={beta_start}, beta_end={beta_end}, T={T}: "
+                             f"use T > {math.floor(1000 * beta_end)} or the cosine schedule")
         return torch.linspace(beta_start * scale, beta_end * scale, T, dtype=torch.float64)
     if schedule == "cosine":
         t = torch.arange(T + 1, dtype=torch.float64) / T

@@ -49,6 +49,7 @@ import yaml
 
 from difflab.eval.run import evaluate_images, parse_metrics, sample_model
 
+TITLE_KEYS = ("sampler", "steps", "pg_kernel", "pg_variant", "cfg_weight", "S_churn", "pg_weight")
 DEFAULTS = {"name": "sweep", "model": None, "out": None, "seed": 0, "batches": 10, "batch_size": 10,
             "ref": "mnist:test", "ref_n": None, "classifier": "digit-classifier", "mask": None, "base": {},
             "grid": {}, "metrics": ["modes_per_10", "quality", "fid_classifier"], "device": "cpu", "task": "images"}
@@ -305,7 +306,7 @@ def write_table(spec: dict, out, heatmaps: bool = True, log=print) -> dict:
             if r["metrics"] is not None and isinstance(r["metrics"].get(key), (int, float)):
                 arr[r["index"]] = r["metrics"][key]
         tables[key] = arr.reshape(shape)
-    table = {"name": spec["name"], "model": str(spec["model"]), "axes": spec["axes"],
+    table = {"name": spec["name"], "model": str(spec["model"]), "base": spec["base"], "axes": spec["axes"],
              "axis_names": names,  # the tables are nested in this order: tables[key][i_axis0][i_axis1]...
              "metrics": keys,
              "n_per_point": spec["batches"] * spec["batch_size"], "batch_size": spec["batch_size"],
@@ -320,10 +321,12 @@ def write_table(spec: dict, out, heatmaps: bool = True, log=print) -> dict:
         from difflab.viz.plots import heatmap
 
         ys, xs = (spec["axes"][names[0]], spec["axes"][names[1]]) if len(names) == 2 else ([""], spec["axes"][names[0]])
+        # The fixed settings that tell two runs of one config apart (e.g. base.pg_kernel=iou on the command line).
+        fixed = ", ".join(f"{k}={v}" for k, v in spec["base"].items() if k in TITLE_KEYS and k not in names)
         for key, t in tables.items():
             v = t.reshape(len(ys), len(xs))
             heatmap(v, xs, ys, out / f"heatmap_{key}.png", xlabel=names[-1], ylabel=names[0] if len(names) == 2 else "",
-                    title=f"{spec['name']}: {key} (n={table['n_per_point']} per cell)",
+                    title=f"{spec['name']}: {key} (n={table['n_per_point']} per cell)" + (f"\n{fixed}" if fixed else ""),
                     reverse=key.startswith(LOWER_IS_BETTER), fmt=".2f" if "modes" in key or "fid" in key else ".3f")
     elif heatmaps:
         log(f"{len(names)} grid axes: heatmaps are drawn for 1 or 2 axes only; see {out / 'table.json'}")

@@ -183,7 +183,7 @@ class UNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
             raise ValueError(f"expected images [B, {cfg.in_channels}, H, W], got shape {tuple(x.shape)}")
         emb = self.map_noise(c_noise.reshape(-1).expand(x.shape[0]) if c_noise.numel() == 1 else c_noise)
-        emb = self.map_layer1(F.silu(self.map_layer0(emb)))
+        emb = self.map_layer1(F.silu(self.map_layer0(emb.to(self.map_layer0.weight.dtype))))
         if self.map_label is not None:
             if class_labels is None:
                 class_labels = torch.full((x.shape[0],), cfg.num_classes, dtype=torch.long, device=x.device)
@@ -249,10 +249,11 @@ class NTNUUNet(nn.Module):
 
     def forward(self, x, c_noise, class_labels=None, cond_frames=None):
         emb = self.emb(c_noise.reshape(-1).expand(x.shape[0]) if c_noise.numel() == 1 else c_noise)
+        emb = emb.to(self.out.weight.dtype)
         if self.label is not None:
             if class_labels is None:
                 class_labels = torch.full((x.shape[0],), self.num_classes, dtype=torch.long, device=x.device)
-            emb = emb + self.label(class_labels.long())
+            emb = emb + self.label(check_class_labels(class_labels.long(), self.num_classes))
         if self.cond_channels:
             x = torch.cat([x, cond_frames.to(x.dtype)], dim=1)
         h1 = self._run(self.b_down1, x, emb)
