@@ -136,7 +136,7 @@ def main(argv=None) -> int:
     p.add_argument("--png", default=None, help="frontier plot (default: next to the JSON)")
     p.add_argument("--inception", action="store_true", help="also the standard Inception FID per configuration")
     p.add_argument("--deadline-s", type=float, default=None, help="start no new configuration after this")
-    p.add_argument("--samplers", default=None, help="comma list: run only these samplers of the plan")
+    p.add_argument("--samplers", default=None, help="comma list: run only these samplers of the plan, in this order")
     args = p.parse_args(argv)
     t_start = time.perf_counter()
     common.setup(args)
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
         unknown = sorted(set(wanted) - set(plan))
         if unknown:
             raise SystemExit(f"bench_quality_nfe: unknown sampler(s) {unknown}; the plan has {sorted(plan)}")
-        plan = {k: v for k, v in plan.items() if k in wanted}
+        plan = {k: plan[k] for k in dict.fromkeys(wanted)}  # in the order given (the most wanted first)
     discrete = hasattr(D, "T")
     cfg = getattr(D, "difflab_config", None)
     shape = (cfg.model.channels, cfg.data.size, cfg.data.size) if cfg is not None else (1, 28, 28)

@@ -25,7 +25,11 @@ takes t_own; share = t_own / (t_own + t_plain) (CFG: + t_plain at 2B, i.e. exclu
 CFG needs by definition). For PG through D the extra cost is the network's backward pass, so only the direct
 measurement applies.
 
-    python benchmarks/bench_sampler_overhead.py [--quick] [--json OUT] [--threads 1]
+``--device cuda``: the same on a GPU (per-sample generators live on the GPU, as ``generate`` makes them there).
+Every clock waits for the GPU's queue before it starts and stops. With a free denoiser the run is the host's
+launch work plus the sampler's own kernels; the direct estimate shows whether that overlaps with the network.
+
+    python benchmarks/bench_sampler_overhead.py [--quick] [--json OUT] [--threads 1] [--device cuda]
 """
 
 from __future__ import annotations
@@ -60,22 +64,24 @@ def make_D(preset: str) -> EDMPrecond:
 
 
 def clock(fn):
+    common.sync()
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
+    common.sync()
     return time.perf_counter() - t0, time.process_time() - c0, out
 
 
 class Setup:
     """The fixed inputs of the sampler measurements."""
 
-    def __init__(self, D, batch, steps):
+    def __init__(self, D, batch, steps, device="cpu"):
         g = torch.Generator().manual_seed(0)
-        self.D, self.batch = D, batch
+        self.D, self.batch, self.device = D, batch, torch.device(device)
         self.sig = karras_sigmas(steps, 0.002, 80.0)
-        self.x_init = torch.randn(batch, 1, 28, 28, generator=g) * float(self.sig[0])
-        self.cond = {"class_labels": torch.arange(batch) % 10}
-        self.s_vec = torch.full((batch,), 1.0)
-        self.const = torch.randn(batch, 1, 28, 28, generator=g) * 0.5
+        self.x_init = (torch.randn(batch, 1, 28, 28, generator=g) * float(self.sig[0])).to(device)
+        self.cond = {"class_labels": torch.arange(batch, device=device) % 10}
+        self.s_vec = torch.full((batch,), 1.0, device=device)
+        self.const = (torch.randn(batch, 1, 28, 28, generator=g) * 0.5).to(device)
         self.count = 0
 
     def bare(self):
@@ -90,9 +96,10 @@ class Setup:
         return self.const
 
     def gen(self, per_sample: bool):
+        device = self.device if self.device.type == "cuda" else "cpu"  # where generate() puts them
         if per_sample:
-            return [torch.Generator().manual_seed(i) for i in range(self.batch)]
-        return torch.Generator().manual_seed(1)
+            return [torch.Generator(device=device).manual_seed(i) for i in range(self.batch)]
+        return torch.Generator(device=device).manual_seed(1)
 
     def run(self, fn, D, per_sample, opts):
         return fn(D, self.x_init.clone(), self.sig, generator=self.gen(per_sample), cond=self.cond, **opts)
@@ -126,8 +133,8 @@ def measure_sampler(st: Setup, name: str, per_sample: bool, reps_free: int) -> d
             "options": opts, "per_sample_generators": per_sample, "loadavg": common.loadavg()}
 
 
-def sampler_rows(D, batch, steps, reps_free, log):
-    st = Setup(D, batch, steps)
+def sampler_rows(D, batch, steps, reps_free, log, device="cpu"):
+    st = Setup(D, batch, steps, device)
     for _ in range(2):
         st.bare()
     results, rows = {}, []
@@ -155,11 +162,11 @@ def call(D, x, sigma, y):
     return no_grad(lambda: D(x, sigma, class_labels=y))
 
 
-def measure_guidance(D, B: int, reps: int) -> tuple[dict, list]:
+def measure_guidance(D, B: int, reps: int, device="cpu") -> tuple[dict, list]:
     g = torch.Generator().manual_seed(2)
-    x = torch.randn(B, 1, 28, 28, generator=g) * 2.0
-    y = torch.arange(B) % 10
-    sigma = torch.full((B,), 2.0)
+    x = (torch.randn(B, 1, 28, 28, generator=g) * 2.0).to(device)
+    y = torch.arange(B, device=device) % 10
+    sigma = torch.full((B,), 2.0, device=device)
     guides = {
         "pg_rbf_on_x": ParticleGuidance(weight=1.0, kernel="rbf", on="x"),
         "pg_rbf_on_denoised_no_backprop": ParticleGuidance(weight=1.0, kernel="rbf", on="denoised",
@@ -176,7 +183,7 @@ def measure_guidance(D, B: int, reps: int) -> tuple[dict, list]:
     # The guidance's own work, with a denoiser that costs nothing (returns a fixed tensor): the kernel,
     # bandwidth, autograd of the kernel sum, CFG's concatenation and combination. Not defined for
     # through_denoiser=True, whose extra cost is the backward pass through the network itself.
-    const = torch.randn(2 * B, 1, 28, 28, generator=g)
+    const = torch.randn(2 * B, 1, 28, 28, generator=g).to(device)
 
     def free_D(xx, ss, **c):
         return const[: xx.shape[0]]
@@ -213,10 +220,10 @@ def measure_guidance(D, B: int, reps: int) -> tuple[dict, list]:
     return results, rows
 
 
-def guidance_rows(D, batches, reps, log):
+def guidance_rows(D, batches, reps, log, device="cpu"):
     results, rows = {}, []
     for B in batches:
-        res, rr = measure_guidance(D, B, reps)
+        res, rr = measure_guidance(D, B, reps, device)
         results.update(res)
         rows += rr
         for r in rr:
@@ -231,18 +238,19 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=5)
     args = p.parse_args(argv)
     common.setup(args)
-    common.cpu_only(args, "bench_sampler_overhead")
+    dev = torch.device(args.device)
     preset = args.preset or ("tiny" if args.quick else "small")
     batch = args.batch or (8 if args.quick else 64)
-    D = make_D(preset)
+    D = make_D(preset).to(dev)
     log = lambda r: print(r, flush=True)  # noqa: E731
-    out = {"benchmark": "bench_sampler_overhead", "quick": args.quick, "machine": common.machine(), "preset": preset,
-           "params": count_parameters(D.net), "batch": batch, "steps": args.steps, "grid": "karras(0.002, 80, rho 7)"}
-    s_res, s_rows = sampler_rows(D, batch, args.steps, reps_free=args.reps or 3, log=log)
+    out = {"benchmark": "bench_sampler_overhead", "quick": args.quick, "machine": common.machine(), "device": str(dev),
+           "preset": preset, "params": count_parameters(D.net), "batch": batch, "steps": args.steps,
+           "grid": "karras(0.002, 80, rho 7)"}
+    s_res, s_rows = sampler_rows(D, batch, args.steps, reps_free=args.reps or 3, log=log, device=dev)
     out["samplers"] = s_res
     out["sampler_table"] = common.table(s_rows, list(s_rows[0]), f"sampler overhead, {preset} U-Net, batch {batch}, "
                                         f"{args.steps} Karras steps (target: share < 2%)")
-    g_res, g_rows = guidance_rows(D, (10, 100), reps=args.reps or 3, log=log)
+    g_res, g_rows = guidance_rows(D, (10, 100), reps=args.reps or 3, log=log, device=dev)
     out["guidance"] = g_res
     out["guidance_table"] = common.table(g_rows, list(g_rows[0]), f"guidance cost per denoiser call, {preset} U-Net "
                                          "(target: PG < 5% of the step)")

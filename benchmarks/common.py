@@ -37,10 +37,11 @@ def parser(name: str, doc: str) -> argparse.ArgumentParser:
 
 
 def cpu_only(args, name: str) -> None:
-    """Refuse --device for the scripts that measure the CPU itself (matmul rate, presets, sampler overhead)."""
+    """Refuse --device for the scripts that measure the CPU itself (bench_presets: threads, channels_last)."""
     if str(getattr(args, "device", "cpu")) != "cpu":
         raise SystemExit(f"{name} measures the CPU; --device {args.device} is not supported by this script "
-                         "(bench_train_vs_diffusers, bench_sampling_vs_diffusers and bench_quality_nfe take it)")
+                         "(bench_train_vs_diffusers, bench_sampling_vs_diffusers, bench_quality_nfe, bench_hardware and "
+                         "bench_sampler_overhead take it)")
 
 
 def sync() -> None:
