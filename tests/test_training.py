@@ -116,3 +116,49 @@ def test_init_from_copies_weights_with_a_fresh_optimizer(tmp_path, no_preview):
     assert ft.step == 0 and not ft.opt.state
     for k, v in src.model.state_dict().items():
         assert torch.equal(v, ft.model.state_dict()[k])
+
+
+def test_compile_option_keeps_state_dict_keys(tmp_path, no_preview):
+    """train.compile / difflab.load(compile=True) compile in place (nn.Module.compile): checkpoints and the
+    EMA keep the plain keys, so compiled and eager runs share checkpoints. (Compilation is lazy: nothing is
+    compiled here; the slow test below runs compiled code.)"""
+    import difflab
+
+    t = Trainer(tiny_cfg(tmp_path / "c", "max_steps=0", "compile=true"))
+    assert t.cfg.train.compile and t.model._compiled_call_impl is not None and t.ema._compiled_call_impl is None
+    assert not any("_orig_mod" in k for k in t.model.state_dict())
+    t.save()
+    D = difflab.load(tmp_path / "c", compile=True)
+    assert D._compiled_call_impl is not None
+    assert D.state_dict().keys() == difflab.load(tmp_path / "c").state_dict().keys()
+
+
+@pytest.mark.slow
+def test_compiled_training_and_sampling_match_eager(tmp_path, no_preview):
+    """A compiled training step gives the eager step's loss and gradients (to float tolerance; weights after
+    Adam are not compared: its first steps turn a near-zero gradient's rounding into a +-lr step), training
+    runs compiled, and a compiled D gives the eager D's output, class labels included (minutes: the first
+    compilation on a small CPU)."""
+    import difflab
+    from difflab.sampling.rng import make_generator
+
+    eager = Trainer(tiny_cfg(tmp_path / "e", "max_steps=2"))
+    comp = Trainer(tiny_cfg(tmp_path / "k", "max_steps=2", "compile=true"))
+    losses, grads = [], []
+    for t in (eager, comp):
+        loss = t.compute_loss(t.get_batch(0), make_generator(0, 2, 0, 0))
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad.clone() for p in t.model.parameters()])
+        t.opt.zero_grad(set_to_none=True)
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    for g_c, g_e in zip(*grads[::-1], strict=True):
+        torch.testing.assert_close(g_c, g_e, rtol=1e-3, atol=1e-4 * float(g_e.abs().max()) + 1e-8)
+    eager.run()
+    comp.run()
+    assert comp.step == 2 and all(torch.isfinite(p).all() for p in comp.model.parameters())
+    D, Dc = difflab.load(tmp_path / "e"), difflab.load(tmp_path / "e", compile=True)
+    x, s = torch.randn(4, 1, 28, 28), torch.full((4,), 1.5)
+    y = torch.tensor([0, 3, 9, 10])
+    with torch.no_grad():
+        torch.testing.assert_close(Dc(x, s, class_labels=y), D(x, s, class_labels=y), rtol=1e-4, atol=1e-5)

@@ -120,6 +120,8 @@ def add_sampling_args(p: argparse.ArgumentParser, steps_default=18):
     p.add_argument("--pg-variant", default="paper", help="paper | thesis")
     p.add_argument("--batch-size", type=_positive_int("--batch-size"), default=64)
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network (slow first call per batch shape, faster after)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -111,7 +111,7 @@ def sample(args):
     from difflab.sampling.generate import generate
     from difflab.viz.grids import save_grid
 
-    D = difflab.load(args.model, device=args.device)
+    D = difflab.load(args.model, device=args.device, compile=getattr(args, "compile", False))
     cfg = D.difflab_config
     if cfg.model.task != "diffusion":
         raise ValueError(f"{args.model} is a classifier, not a diffusion model")

@@ -79,6 +79,7 @@ class TrainConfig:
     max_bad_steps: int = 20        # consecutive non-finite steps before the run stops
     progress: bool = True
     init_from: str | None = None   # start from these weights (run dir or checkpoint), fresh optimizer: fine-tuning
+    compile: bool = False          # torch.compile the trained network (docs/benchmarks.md, "torch.compile")
 
 
 @dataclass

@@ -62,11 +62,14 @@ def resolve(model: str | Path) -> Path:
     return ck
 
 
-def load(model: str | Path, ema: bool = True, device="cpu", dtype=torch.float32):
+def load(model: str | Path, ema: bool = True, device="cpu", dtype=torch.float32, compile: bool = False):
     """Load a trained model by run directory, checkpoint folder or shipped name.
 
     Returns the denoiser ``D(x, sigma, **cond)`` (a Precond in eval mode) or the classifier, with its
-    ``config`` (a difflab.config.Config) attached as ``.difflab_config``."""
+    ``config`` (a difflab.config.Config) attached as ``.difflab_config``. ``compile=True`` compiles it in place
+    with ``torch.compile`` (``nn.Module.compile``: the state dict keeps its keys): the first call of each batch
+    shape pays the compilation (minutes on a small CPU the first time, seconds once torch's cache holds it), later
+    calls run faster (docs/benchmarks.md, "torch.compile")."""
     ck = resolve(model)
     data = load_checkpoint(ck)
     try:
@@ -84,6 +87,8 @@ def load(model: str | Path, ema: bool = True, device="cpu", dtype=torch.float32)
     net.requires_grad_(False)
     net.difflab_config = cfg
     net.difflab_path = str(ck)
+    if compile:
+        net.compile()
     return net
 
 

@@ -372,7 +372,7 @@ def run_prior(args) -> dict:
     import difflab
 
     t0 = time.time()
-    D = difflab.load(args.model, device=getattr(args, "device", "cpu"))
+    D = difflab.load(args.model, device=getattr(args, "device", "cpu"), compile=getattr(args, "compile", False))
     cfg = _config(D)
     variant = _variant(cfg)
     if variant not in ("horizontal", "circle"):
@@ -478,7 +478,7 @@ def run_motion(args, D=None) -> dict:
 
     t0 = time.time()
     if D is None:  # a sweep passes the model it loaded once
-        D = difflab.load(args.model, device=getattr(args, "device", "cpu"))
+        D = difflab.load(args.model, device=getattr(args, "device", "cpu"), compile=getattr(args, "compile", False))
     cfg = _config(D)
     variant = _variant(cfg)
     N, M, seed = int(args.sequences), int(args.samples), int(getattr(args, "seed", 0))

@@ -144,7 +144,7 @@ def sample_model(args, n=None, D=None):
     from difflab.sampling.generate import generate
 
     if D is None:
-        D = difflab.load(args.model, device=args.device)
+        D = difflab.load(args.model, device=args.device, compile=getattr(args, "compile", False))
     cfg = D.difflab_config
     if cfg.model.task != "diffusion":
         raise ValueError(f"{args.model} is a {cfg.model.task}, not a diffusion model")

@@ -57,11 +57,12 @@ PRESETS = {
 def check_class_labels(labels: torch.Tensor, num_classes: int, sync: bool = False) -> torch.Tensor:
     """Labels must lie in [0, num_classes] (num_classes is the null label). On the CPU, or with ``sync``, a
     ValueError; on an accelerator the check is queued on the device (``torch._assert_async``) instead of read
-    back, which would synchronise the stream on every network call. generate() checks with ``sync`` once."""
+    back, which would synchronise the stream on every network call. generate() checks with ``sync`` once. Under
+    torch.compile the check is queued too (a read-back would break the graph)."""
     msg = f"class_labels must be in [0, {num_classes}] ({num_classes} = null label)"
     if labels.numel() == 0:
         return labels
-    if sync or labels.device.type == "cpu":
+    if sync or (labels.device.type == "cpu" and not torch.compiler.is_compiling()):
         if int(labels.min()) < 0 or int(labels.max()) > num_classes:
             raise ValueError(msg)
     else:

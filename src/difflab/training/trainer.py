@@ -91,6 +91,8 @@ class Trainer:
                                                     if cfg.loss.name == "edm" else {}))
                         if self.is_diffusion else None)
         self.step, self.bad_steps, self.images_seen = 0, 0, 0
+        if cfg.train.compile:  # in place: parameters, state dict and the EMA copy above stay as they are
+            self.model.compile()
         self.ddp_model = self.model
         if world_size > 1:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model)
