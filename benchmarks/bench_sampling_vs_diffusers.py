@@ -16,7 +16,10 @@ format ((x/2 + 1/2) clamped to [0, 1], returned as a tensor: ``output_type='pt'`
 (difflab, diffusers, diffusers, difflab, ...). ``*_ratio`` = diffusers time / difflab time (> 1: difflab faster);
 ``max_abs_diff`` compares the outputs. k-diffusion is recorded as not importable when it is not.
 
-    python benchmarks/bench_sampling_vs_diffusers.py [--quick] [--json OUT] [--threads 1] [--reps N]
+``--compile``: the shared UNet2DModel is compiled in place (``unet.compile()``) before either library uses it, so
+both run the same compiled network and the ratio measures what each library adds around it.
+
+    python benchmarks/bench_sampling_vs_diffusers.py [--quick] [--json OUT] [--threads 1] [--reps N] [--compile]
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ def to_image(x):
 def main(argv=None) -> int:
     p = common.parser("bench_sampling_vs_diffusers", __doc__)
     p.add_argument("--batch", type=int, default=None, help="batch size (default 8; --quick: 4)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the shared UNet2DModel (see above)")
     args = p.parse_args(argv)
     common.setup(args)
     from diffusers import (
@@ -75,6 +79,8 @@ def main(argv=None) -> int:
     torch.manual_seed(0)
     dev = torch.device(args.device)
     unet = UNet2DModel(**ucfg).eval().requires_grad_(False).to(dev)
+    if args.compile:
+        unet.compile()
     shape = (batch, ucfg["in_channels"], ucfg["sample_size"], ucfg["sample_size"])
     seed = 1234
 
@@ -155,7 +161,7 @@ def main(argv=None) -> int:
     nfe = {"ddpm": steps["ddpm"], "ddim": steps["ddim"], "heun": 2 * steps["heun"] - 1, "euler": steps["euler"]}
     out = {"benchmark": "bench_sampling_vs_diffusers", "quick": args.quick, "machine": common.machine(),
            "device": str(dev),
-           "batch": batch, "reps": reps, "steps": steps, "nfe": nfe, "unet_config": ucfg,
+           "batch": batch, "reps": reps, "compile": args.compile, "steps": steps, "nfe": nfe, "unet_config": ucfg,
            "unet_params": sum(p.numel() for p in unet.parameters()), "k_diffusion": kdiffusion_status(),
            "schedulers": {"ddpm": dict(ddpm_sch.config), "ddim": dict(ddim_sch.config),
                           "heun": dict(heun_sch.config), "euler": dict(edm_sch.config)},

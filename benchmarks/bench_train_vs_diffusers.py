@@ -12,7 +12,11 @@ eps 1e-8). Steps are interleaved (difflab, diffusers, diffusers, difflab, ...) a
 rounds. ``train_images_per_s_ratio`` = difflab images/s over diffusers images/s (> 1: difflab faster).
 A correctness check computes both losses (and gradients) for the same x0, noise and timesteps.
 
-    python benchmarks/bench_train_vs_diffusers.py [--quick] [--json OUT] [--threads 1] [--reps N]
+``--compile``: both under torch.compile, each the way its users would do it: difflab's denoiser compiled in
+place (what ``train.compile=true`` does), diffusers' ``unet.compile()``. The warm-up round then includes the
+compilation and is not timed.
+
+    python benchmarks/bench_train_vs_diffusers.py [--quick] [--json OUT] [--threads 1] [--reps N] [--compile]
 """
 
 from __future__ import annotations
@@ -144,6 +148,7 @@ def same_loss_check(unet, scheduler, data) -> dict:
 def main(argv=None) -> int:
     p = common.parser("bench_train_vs_diffusers", __doc__)
     p.add_argument("--batch", type=int, default=None, help="batch size (default 64; --quick: 16)")
+    p.add_argument("--compile", action="store_true", help="torch.compile both networks (see above)")
     args = p.parse_args(argv)
     common.setup(args)
     import tempfile
@@ -159,12 +164,15 @@ def main(argv=None) -> int:
     data = load_images(max(512, 4 * batch)) if not args.quick else load_images(256)
     out = {"benchmark": "bench_train_vs_diffusers", "quick": args.quick, "machine": common.machine(), "batch": batch,
            "device": args.device, "precision": "bf16 autocast, both loops" if args.device != "cpu" else "float32",
-           "reps": reps, "unet_config": ucfg, "unet_params": sum(p.numel() for p in unet0.parameters()),
+           "reps": reps, "compile": args.compile, "unet_config": ucfg, "unet_params": sum(p.numel() for p in unet0.parameters()),
            "optimizer": {"AdamW": ADAMW, "grad_clip": 1.0}}
     out["same_loss_check"] = same_loss_check(copy.deepcopy(unet0), sch, data)
     with tempfile.TemporaryDirectory() as tmp:
         tr = difflab_trainer(copy.deepcopy(unet0), sch, data, batch, tmp, args.device)
         peer = DiffusersLoop(copy.deepcopy(unet0).to(args.device), sch, data.to(args.device), batch)
+        if args.compile:
+            tr.model.compile()
+            peer.unet.compile()
         timer = common.interleave({"difflab": tr.train_step, "diffusers": peer.step}, reps=reps, warmup=1)
     r = common.ratio(timer, "difflab", "diffusers")
     out["difflab"] = {**timer.summary("difflab"), "images_per_s": batch / timer.median("difflab")}
