@@ -139,6 +139,8 @@ def guidances():
         "pg_rbf": ParticleGuidance(1.0, kernel="rbf"),
         "pg_rbf_window": ParticleGuidance(1.0, kernel="rbf", sigma_window=(0.5, 5.0), through_denoiser=False),
         "classifier": ClassifierGuidance(lambda x, sigma: clf(x), scale=1.0),
+        # stacked: CFG wraps D, PG wraps CFG and hands it sigma as the host number
+        "cfg_window_then_pg": [ClassifierFreeGuidance(0.5, sigma_window=(0.5, 5.0)), ParticleGuidance(1.0)],
     }
 
 

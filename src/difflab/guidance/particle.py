@@ -228,15 +228,19 @@ class ParticleGuidance(Guidance):
         def D_pg(x, sigma, **cond):
             # With a number for sigma (what the samplers pass) whether k_PG is zero is decided on the host;
             # only a per-sample sigma tensor needs a read-back from the device.
-            off = (float(self.weight_at(torch.tensor([float(sigma)], dtype=torch.float64))[0]) == 0
-                   if isinstance(sigma, (int, float)) else None)
+            host = isinstance(sigma, (int, float))
+            off = float(self.weight_at(torch.tensor([float(sigma)], dtype=torch.float64))[0]) == 0 if host else None
+            # The inner denoiser gets the number too when it is a guidance that decides on the host (e.g. CFG).
+            inner_sigma = sigma if host and getattr(D, "host_sigma", False) else None
             sigma = as_sigma(sigma, x)
+            if inner_sigma is None:
+                inner_sigma = sigma
             k_pg = self.weight_at(sigma)
             self._groups(x.shape[0])
             if off is None:
                 off = not bool((k_pg != 0).any())
             if off:
-                denoised = D(x, sigma, **cond)
+                denoised = D(x, inner_sigma, **cond)
                 self.last_info = {"pg_weight": 0.0, "pg_grad_norm": torch.zeros(x.shape[0], device=x.device),
                                   "ode_grad_norm": self._norm((x - denoised) / append_dims(sigma, x.ndim))}
                 return denoised
@@ -245,16 +249,16 @@ class ParticleGuidance(Guidance):
                 if self.reference is not None:
                     z_ref = self._embed(self._premap(self.reference.to(x.device, x.dtype))).detach()
                 if self.on == "x":
-                    denoised = D(x, sigma, **cond)
+                    denoised = D(x, inner_sigma, **cond)
                     leaf = x.detach().requires_grad_(True)
                     z = self._embed(self._premap(leaf))
                 elif self.through_denoiser:
                     leaf = x.detach().requires_grad_(True)
-                    den = D(leaf, sigma, **cond)
+                    den = D(leaf, inner_sigma, **cond)
                     denoised = den.detach()
                     z = self._embed(self._premap(den))
                 else:
-                    denoised = D(x, sigma, **cond)
+                    denoised = D(x, inner_sigma, **cond)
                     if self.variant == "thesis":
                         # The thesis differentiates w.r.t. the [0, 1]-mapped estimate itself.
                         leaf = self._premap(denoised.detach()).requires_grad_(True)
