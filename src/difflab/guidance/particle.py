@@ -230,11 +230,9 @@ class ParticleGuidance(Guidance):
             # only a per-sample sigma tensor needs a read-back from the device.
             host = isinstance(sigma, (int, float))
             off = float(self.weight_at(torch.tensor([float(sigma)], dtype=torch.float64))[0]) == 0 if host else None
+            sigma_in, sigma = sigma, as_sigma(sigma, x)
             # The inner denoiser gets the number too when it is a guidance that decides on the host (e.g. CFG).
-            inner_sigma = sigma if host and getattr(D, "host_sigma", False) else None
-            sigma = as_sigma(sigma, x)
-            if inner_sigma is None:
-                inner_sigma = sigma
+            inner_sigma = sigma_in if host and getattr(D, "host_sigma", False) else sigma
             k_pg = self.weight_at(sigma)
             self._groups(x.shape[0])
             if off is None:

@@ -10,10 +10,10 @@ from difflab.sampling.rng import randn_like
 from difflab.utils import as_sigma
 
 
-def check_sigmas(sigmas, x: torch.Tensor | None = None) -> torch.Tensor:
+def check_sigmas(sigmas) -> torch.Tensor:
     """Validate a sampling grid: 1-D, at least 2 values, finite, non-negative, non-increasing, ending in 0.
 
-    The grid is returned on the CPU whatever ``x``'s device: samplers read it as Python floats every step, and
+    The grid is returned on the CPU whatever the images' device: samplers read it as Python floats every step, and
     reading a CUDA tensor back (``float(sigmas[i])``) would synchronise the stream once per step, so the host
     could no longer queue the next network call while the GPU runs this one (as diffusers' schedulers, which
     keep their sigmas on the CPU for the same reason)."""

@@ -32,7 +32,7 @@ def sample_ddim(D, x, sigmas, *, generator=None, callback=None, guidance=None, e
     deterministic (no noise is drawn), eta = 1 is DDPM with the posterior variance.
     """
     check_options("ddim", options, set())
-    sigmas = check_sigmas(sigmas, x)
+    sigmas = check_sigmas(sigmas)
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
     check_clip(clip_x0)

@@ -53,7 +53,7 @@ def sample_ddpm(D, x, sigmas, *, generator=None, callback=None, guidance=None, v
     x' = (s'/s)^2 x + (1 - (s'/s)^2) x0_hat + s' sqrt(1 - (s'/s)^2) z for the posterior variance.
     """
     check_options("ddpm", options, set())
-    sigmas = check_sigmas(sigmas, x)
+    sigmas = check_sigmas(sigmas)
     if variance not in _VARIANCES:
         raise ValueError(f"variance must be one of {_VARIANCES}, got {variance!r}")
     check_clip(clip_x0)

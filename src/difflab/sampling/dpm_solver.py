@@ -22,7 +22,7 @@ def sample_dpmpp_2m(D, x, sigmas, *, generator=None, callback=None, guidance=Non
     (alpha_t = 1/sqrt(1+sigma^2), sigma_t = sigma alpha_t). Deterministic: ``generator`` is unused.
     """
     check_options("dpmpp_2m", options, set())
-    sigmas = check_sigmas(sigmas, x)
+    sigmas = check_sigmas(sigmas)
     D, cond, n = guided(D, guidance), cond or {}, len(sigmas) - 1
     old_denoised, h_last = None, None
     for i in range(n):

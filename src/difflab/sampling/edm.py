@@ -29,7 +29,7 @@ def sample_heun(D, x, sigmas, *, generator=None, callback=None, guidance=None, S
     gamma_i = min(S_churn/N, sqrt(2)-1) for S_tmin <= sigma_i <= S_tmax; the last step (to sigma = 0) is Euler.
     """
     check_options("heun", options, _CHURN_OPTS)
-    sigmas = check_sigmas(sigmas, x)
+    sigmas = check_sigmas(sigmas)
     check_churn(S_churn, S_noise, S_tmin, S_tmax)
     D, cond, n = guided(D, guidance), cond or {}, len(sigmas) - 1
     for i in range(n):
@@ -57,7 +57,7 @@ def sample_euler(D, x, sigmas, *, generator=None, callback=None, guidance=None, 
     """Euler's method on the probability-flow ODE dx/dsigma = (x - D(x; sigma))/sigma (Karras et al. 2022,
     eq. 3 with sigma(t) = t), with optional churn as in Algorithm 2 (diffusers' EDMEulerScheduler)."""
     check_options("euler", options, _CHURN_OPTS)
-    sigmas = check_sigmas(sigmas, x)
+    sigmas = check_sigmas(sigmas)
     check_churn(S_churn, S_noise, S_tmin, S_tmax)
     D, cond, n = guided(D, guidance), cond or {}, len(sigmas) - 1
     for i in range(n):

@@ -12,6 +12,7 @@ import math
 
 import torch
 
+from difflab.sampling.base import check_sigmas
 from difflab.sampling.rng import make_generators, randn
 from difflab.sampling.schedules import sigma_grid
 
@@ -89,7 +90,7 @@ def generate(D, n: int, shape, *, sampler: str = "heun", steps: int = 18, sigma_
                             beta_schedule=getattr(D, "beta_schedule", "linear"))
     else:
         sigmas = torch.as_tensor(grid, dtype=torch.float32)
-    sigmas = sigmas.to("cpu")  # read as floats each step: keep off the GPU (see check_sigmas)
+    sigmas = check_sigmas(sigmas)  # validated here once, and kept on the CPU (read as floats every step)
     shape = tuple(int(s) for s in shape)
     cond = cond or {}
     num_classes = getattr(D, "num_classes", 0)

@@ -48,7 +48,7 @@ def sample_ode(D, x, sigmas, *, generator=None, callback=None, guidance=None, me
     import torchdiffeq
 
     check_options("ode", options, set())
-    sigmas = check_sigmas(sigmas, x)
+    sigmas = check_sigmas(sigmas)
     if method not in _ADAPTIVE + _FIXED:
         raise ValueError(f"method must be one of {_ADAPTIVE + _FIXED}, got {method!r}")
     if not (rtol > 0 and atol > 0):

@@ -84,7 +84,7 @@ def sample_euler_maruyama(D, x, sigmas, *, generator=None, callback=None, guidan
     The last step (to sigma = 0) returns D(x; sigma_{N-1}). EM is first order: a coarse grid (h > 1) overshoots.
     """
     check_options("euler_maruyama", options, set())
-    sigmas = check_sigmas(sigmas, x)
+    sigmas = check_sigmas(sigmas)
     _check_sde(sde)
     generator = resolve_generator(generator, seed, x)
     D, cond, n = guided(D, guidance), cond or {}, len(sigmas) - 1
@@ -141,7 +141,7 @@ def sample_pc(D, x, sigmas, *, generator=None, callback=None, guidance=None, sde
     inflates the variance (for d = 1 it is unstable); use 'batch' or n_corrector=0 there.
     """
     check_options("pc", options, set())
-    sigmas = check_sigmas(sigmas, x)
+    sigmas = check_sigmas(sigmas)
     _check_sde(sde)
     if predictor not in _PREDICTORS:
         raise ValueError(f"predictor must be one of {_PREDICTORS}, got {predictor!r}")
