@@ -11,7 +11,7 @@ import torch
 from difflab.data.toy import GaussianMixture, ring_mixture
 from difflab.guidance import ClassifierFreeGuidance, ClassifierGuidance, Guidance, ParticleGuidance
 from difflab.guidance.kernels import angle_sq, iou_distance, iou_distance_reference, iou_similarity
-from difflab.guidance.toy import count_modes, mean_pairwise_distance, run_gmm_experiment, sample_runs
+from difflab.experiments.ring import count_modes, mean_pairwise_distance, run_gmm_experiment, sample_runs
 from difflab.sampling import SAMPLERS, karras_sigmas
 
 
@@ -349,7 +349,7 @@ def test_gmm_experiment_tiny(tmp_path):
     assert set(res["kernels"]) == {"rbf", "cyclic"}
     assert len(res["kernels"]["rbf"]["modes"]) == 2 and len(res["kernels"]["rbf"]["modes"][0]) == 2
     pytest.importorskip("matplotlib")
-    from difflab.guidance.toy import plot_heatmaps
+    from difflab.experiments.ring import plot_heatmaps
 
     paths = plot_heatmaps(res, str(tmp_path))
     assert all((tmp_path / p.split("/")[-1]).stat().st_size > 0 for p in paths)

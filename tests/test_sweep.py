@@ -116,7 +116,11 @@ def test_motion_sweep_over_the_shipped_circle_model(tmp_path, monkeypatch):
 
     titles, heatmap = [], plots.heatmap
     monkeypatch.setattr(plots, "heatmap", lambda *a, **kw: titles.append(kw["title"]) or heatmap(*a, **kw))
-    table = run_sweep_config(s, log=_quiet)
+    from difflab.experiments.motion import SWEEP_RUNNERS
+
+    with pytest.raises(ValueError, match="needs a runner"):  # the eval layer does not import the experiments
+        run_sweep_config(s, log=_quiet)
+    table = run_sweep_config(s, log=_quiet, runners=SWEEP_RUNNERS)
     # Two runs of one config differ in their fixed settings: the titles (and table.json) name them.
     assert titles and all("pg_kernel=iou" in t and "steps=2" in t and "pg_weight" not in t for t in titles)
     assert table["base"]["pg_kernel"] == "iou"
@@ -126,7 +130,7 @@ def test_motion_sweep_over_the_shipped_circle_model(tmp_path, monkeypatch):
     assert all(0 <= row[0] <= 1 for row in table["tables"]["valid_move_share"])
     assert (tmp_path / "c" / "heatmap_modes_per_history.png").exists()
     lines = []
-    run_sweep_config(s, log=lines.append)
+    run_sweep_config(s, log=lines.append, runners=SWEEP_RUNNERS)
     assert any("0 point(s) computed, 2 already done" in line for line in lines)
     with pytest.raises(ValueError, match="motion metrics must be among"):
         load_sweep_config("configs/sweep_pg_circle.yaml", ["metrics=[modes_per_10]"])

@@ -92,4 +92,23 @@ def load(model: str | Path, ema: bool = True, device="cpu", dtype=torch.float32,
     return net
 
 
-__all__ = ["SHIPPED", "build_model", "load", "read_tensors", "resolve"]
+def model_shape(D) -> tuple:
+    """The per-sample shape ``(C * P, H, W)`` a loaded diffusion model D generates (P predicted frames of C
+    channels; P = 1 for images)."""
+    cfg = getattr(D, "difflab_config", None)
+    if cfg is None:
+        raise ValueError("this denoiser has no difflab_config: load it with difflab.load(...) or give the shape")
+    return (cfg.model.channels * cfg.data.pred_frames, cfg.data.size, cfg.data.size)
+
+
+def num_classes(D) -> int:
+    """The number of classes a denoiser is conditioned on (0: unconditional), from the Denoiser protocol's
+    optional ``num_classes`` member or the loaded model's config."""
+    k = getattr(D, "num_classes", None)
+    if k is None:
+        cfg = getattr(D, "difflab_config", None)
+        k = cfg.model.num_classes if cfg is not None else 0
+    return int(k or 0)
+
+
+__all__ = ["SHIPPED", "build_model", "load", "model_shape", "num_classes", "read_tensors", "resolve"]

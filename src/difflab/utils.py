@@ -1,8 +1,11 @@
-"""Small shared helpers: broadcasting and sigma handling."""
+"""Small shared helpers: broadcasting, sigma handling, argument checks, atomic JSON, the device."""
 
 from __future__ import annotations
 
+import json
 import math
+import os
+from pathlib import Path
 
 import torch
 
@@ -35,7 +38,59 @@ def as_sigma(sigma, x: torch.Tensor) -> torch.Tensor:
     return s
 
 
+INT32_MAX = 2**31 - 1
+
+
+def check_int(name: str, value, lo: int = 0, hi: int = 2**63 - 1) -> int:
+    """``value`` as an int in [lo, hi] (bools refused); the error names ``name`` and the range. The one integer
+    check behind the CLI's flags, SamplingSpec and the library's arguments."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+    return value
+
+
 def check_positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def check_float(name: str, value, lo: float = -math.inf, hi: float = math.inf, *, lo_open: bool = False,
+                allow_inf: bool = False) -> float:
+    """``value`` as a float in [lo, hi] ((lo, hi] with ``lo_open``), finite unless ``allow_inf``; the error names
+    ``name`` and the range."""
+    if math.isinf(hi) and not allow_inf and not lo_open and math.isfinite(lo):
+        rng = f"finite and >= {lo:g}"
+        what = "a finite number >= " + f"{lo:g}"
+    else:
+        rng = f"{'(' if lo_open else '['}{lo:g}, {hi:g}]"
+        what = f"a number in {rng}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    v = float(value)
+    ok = (v > lo if lo_open else v >= lo) and v <= hi and (allow_inf or math.isfinite(v))
+    if not ok:
+        raise ValueError(f"{name} must be {what}, got {v:g}")
+    return v
+
+
+def _json_default(v):
+    if isinstance(v, Path):
+        return str(v)
+    if hasattr(v, "tolist"):  # numpy / torch scalars and arrays
+        return v.tolist()
+    return float(v)
+
+
+def write_json(obj, path, *, indent: int = 2, sort_keys: bool = True) -> Path | None:
+    """Write ``obj`` as JSON atomically (a per-process ``.tmp`` file, then ``os.replace``): a reader never sees a
+    half-written file, and two writers never share a temporary file. ``path`` None: nothing is written. The one
+    JSON writer of difflab (results, sweep points, tables, summaries)."""
+    if not path:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=indent, sort_keys=sort_keys, default=_json_default))
+    os.replace(tmp, path)
+    return path

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import numpy as np
 import torch
 
 MASKS = (None, "none", "otsu")
@@ -71,15 +70,13 @@ def model_id(model) -> str:
 
 def otsu_mask(x: torch.Tensor) -> torch.Tensor:
     """Set each image's pixels at or below its Otsu threshold to -1 (images in [-1, 1]; any leading shape)."""
-    from skimage.filters import threshold_otsu
+    from difflab.eval.frames import otsu_threshold
 
     flat = x.detach().reshape(x.shape[0], -1).float().cpu()
-    u = ((flat.clamp(-1, 1) + 1) / 2).numpy()
-    keep = np.ones_like(u, dtype=bool)
-    for i in range(u.shape[0]):
-        if u[i].max() > u[i].min():
-            keep[i] = u[i] > threshold_otsu(u[i])
-    out = torch.where(torch.from_numpy(keep), flat, torch.full_like(flat, -1.0))
+    u = (flat.clamp(-1, 1) + 1) / 2
+    keep = u > otsu_threshold(u)[:, None]
+    keep |= (u.amax(1) <= u.amin(1))[:, None]  # a constant image is left alone
+    out = torch.where(keep, flat, torch.full_like(flat, -1.0))
     return out.reshape(x.shape).to(device=x.device, dtype=x.dtype)
 
 

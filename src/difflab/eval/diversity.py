@@ -47,18 +47,20 @@ def pairwise_distances(x, metric: str = "l2") -> torch.Tensor:
     raise ValueError(f"unknown metric {metric!r}; use l2, iou or cosine")
 
 
-def mean_pairwise_distance(x, metric: str = "l2", group_size: int | None = None) -> float:
-    """Mean distance over pairs i < j within consecutive groups (None: one group), averaged over groups."""
+def pairwise_distance_per_group(x, metric: str = "l2", group_size: int | None = None) -> torch.Tensor:
+    """Mean distance over pairs i < j within each consecutive group (None: one group) -> [groups] (float64)."""
     n = len(x)
     g = n if group_size is None else group_size
     if g < 2 or n < 2:
         raise ValueError(f"need groups of at least 2 items, got group_size={g}, n={n}")
-    vals = []
-    for s in range(0, n - g + 1, g):
-        d = pairwise_distances(x[s:s + g], metric)
-        iu = torch.triu_indices(g, g, 1)
-        vals.append(float(d[iu[0], iu[1]].mean()))
-    return float(np.mean(vals))
+    iu = torch.triu_indices(g, g, 1)
+    return torch.stack([pairwise_distances(x[s:s + g], metric)[iu[0], iu[1]].mean()
+                        for s in range(0, n - g + 1, g)])
+
+
+def mean_pairwise_distance(x, metric: str = "l2", group_size: int | None = None) -> float:
+    """Mean distance over pairs i < j within consecutive groups (None: one group), averaged over groups."""
+    return float(pairwise_distance_per_group(x, metric, group_size).mean())
 
 
 def vendi_score(x=None, *, K=None, kernel: str = "cosine", q: float = 1.0) -> float:

@@ -20,12 +20,14 @@ def _labels(labels) -> np.ndarray:
 
 
 def modes_per_group(labels, group_size: int = 10) -> np.ndarray:
-    """Distinct labels in each consecutive group of ``group_size`` (an incomplete last group is dropped)."""
+    """Distinct labels in each consecutive group of ``group_size`` (an incomplete last group is dropped).
+    Negative labels mean "no mode" (e.g. a frame without a direction) and are not counted. The one mode
+    counter behind the digit, ring and motion experiments."""
     a = _labels(labels)
     g = len(a) // group_size
     if g == 0:
         raise ValueError(f"need at least one full group of {group_size} labels, got {len(a)}")
-    return np.array([len(np.unique(a[i * group_size:(i + 1) * group_size])) for i in range(g)])
+    return np.array([len(np.unique(r[r >= 0])) for r in a[: g * group_size].reshape(g, group_size)])
 
 
 def modes_per_10(labels, group_size: int = 10) -> float:

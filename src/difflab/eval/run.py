@@ -26,6 +26,7 @@ Samples of a class-conditional model use cycling labels 0..K-1 (or ``--label``);
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -131,30 +132,18 @@ def evaluate_images(images: torch.Tensor, metrics="is,fid_classifier,modes", *, 
     return res
 
 
-_SAMPLER_KEYS = ("sampler", "steps", "grid", "rho", "sigma_min", "sigma_max", "S_churn", "S_noise", "eta",
-                 "init_noise_scale", "cfg_weight", "pg_weight", "pg_kernel", "pg_features", "pg_batch", "pg_variant",
-                 "batch_size")
+def sample_model(model, spec, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``n`` samples [n, C, H, W] (float, CPU) of ``model`` (a loaded D, a shipped name or a run directory) as
+    ``spec`` (a :class:`~difflab.recipe.SamplingSpec`) says, and the class labels used (or None)."""
+    from difflab.models import load
+    from difflab.recipe import sample
 
-
-def sample_model(args, n=None, D=None):
-    """Samples [n, C, H, W] of ``args.model`` (or of an already loaded ``D``) with the CLI's sampler flags, and
-    the class labels used (or None)."""
-    import difflab
-    from difflab.commands import class_labels_for, model_shape, sampling_kwargs
-    from difflab.sampling.generate import generate
-
-    if D is None:
-        D = difflab.load(args.model, device=args.device, compile=getattr(args, "compile", False))
+    D = load(model, device=spec.device, compile=spec.compile) if isinstance(model, (str, Path)) else model
     cfg = D.difflab_config
-    if cfg.model.task != "diffusion":
-        raise ValueError(f"{args.model} is a {cfg.model.task}, not a diffusion model")
     if cfg.data.cond_frames:
-        raise ValueError(f"{args.model} predicts frames; use `difflab eval motion` or `eval prior`")
-    n = args.n if n is None else n
-    labels = class_labels_for(D, n, getattr(args, "label", None), args.device)
-    cond = {"class_labels": labels} if labels is not None else {}
-    x = generate(D, n, model_shape(D), seed=args.seed, cond=cond, batch_size=args.batch_size, device=args.device,
-                 **sampling_kwargs(args, D))
+        raise ValueError(f"{getattr(D, 'difflab_path', model)} predicts frames; use `difflab eval motion` or "
+                         "`eval prior`")
+    x, labels = sample(D, spec, n)
     return x[:, : cfg.model.channels].float().cpu(), labels
 
 
@@ -179,32 +168,34 @@ def format_table(res: dict, ref: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def run_eval(args) -> dict:
-    """The ``difflab eval`` handler: prints a table, returns {metric: value, ..., 'n': n}."""
-    metrics = parse_metrics(args.metrics)
+def run_eval(model, spec, metrics="is,fid_classifier,modes", *, n: int = 1000, real: str | None = None,
+             ref: str = "mnist:test", mask=None) -> dict:
+    """The ``difflab eval`` back end: score ``n`` samples of ``model`` drawn as ``spec`` says (or ``n`` real
+    images of ``real``); prints a table and returns {metric: value, ..., 'n', 'seed', 'ref', 'sampling'}, where
+    'sampling' is ``spec.to_dict()`` (the exact recipe, replayable with ``SamplingSpec.from_dict``)."""
+    metrics = parse_metrics(metrics)
     t0 = time.time()
     true_labels = None
-    if getattr(args, "real", None):
-        if args.model:
+    if real:
+        if model:
             raise ValueError("give either MODEL or --real, not both")
-        images, true_labels = dataset_images(args.real, args.n, seed=args.seed)
-        source = {"real": args.real}
-        if args.real.split(":")[:2] == args.ref.split(":")[:2]:
-            print(f"note: --real {args.real} and --ref {args.ref} are the same split; FID measures a subset "
+        images, true_labels = dataset_images(real, n, seed=spec.seed)
+        source = {"real": real}
+        if real.split(":")[:2] == ref.split(":")[:2]:
+            print(f"note: --real {real} and --ref {ref} are the same split; FID measures a subset "
                   "against its own set (use --ref mnist:train for a fair real-data baseline)")
-    elif args.model:
-        images, labels = sample_model(args)
-        source = {"model": str(args.model), "labels": "cycling" if labels is not None and args.label is None
-                  else args.label, "sampling": {k: getattr(args, k, None) for k in _SAMPLER_KEYS}}
+    elif model:
+        images, labels = sample_model(model, spec, n)
+        source = {"model": str(model), "labels": "cycling" if labels is not None and spec.label is None
+                  else spec.label, "sampling": spec.to_dict()}
     else:
         raise ValueError("give a MODEL (run directory or shipped name) or --real DATASET, e.g. --real mnist:test")
     t_sample = time.time() - t0
-    res = evaluate_images(images, metrics, ref=args.ref, true_labels=true_labels, progress=True, timings=True,
-                          mask=getattr(args, "mask", None))
+    res = evaluate_images(images, metrics, ref=ref, true_labels=true_labels, progress=True, timings=True, mask=mask)
     res["seconds"]["sampling"] = t_sample
     res.update(source)
-    res["seed"], res["ref"] = args.seed, args.ref
-    print(format_table(res, args.ref))
+    res["seed"], res["ref"] = spec.seed, ref
+    print(format_table(res, ref))
     return res
 
 

@@ -37,10 +37,10 @@ from the point files.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import itertools
 import json
-import os
 import time
 from pathlib import Path
 
@@ -48,6 +48,8 @@ import numpy as np
 import yaml
 
 from difflab.eval.run import evaluate_images, parse_metrics, sample_model
+from difflab.recipe import SamplingSpec
+from difflab.utils import write_json
 
 TITLE_KEYS = ("sampler", "steps", "pg_kernel", "pg_variant", "cfg_weight", "S_churn", "pg_weight")
 DEFAULTS = {"name": "sweep", "model": None, "out": None, "seed": 0, "batches": 10, "batch_size": 10,
@@ -174,39 +176,21 @@ def fingerprint(spec: dict, params: dict) -> str:
 
 # -- running -----------------------------------------------------------------------------------------------
 
-def _eval_args(spec: dict, params: dict):
-    from difflab.cli import build_eval_subparser, build_parser
-
-    motion = spec["task"] == "motion"
-    if motion:
-        args = build_eval_subparser("motion").parse_args([str(spec["model"])])
-        fixed = ("json", "model", "out", "sequences", "samples", "seed", "device")
-    else:
-        args = build_parser().parse_args(["eval", str(spec["model"])])
-        fixed = ("metrics", "json", "real", "ref", "model", "command")
-    for k, v in {**spec["base"], **params}.items():
-        k = k.replace("-", "_")
-        if not hasattr(args, k) or k in fixed:
-            valid = sorted(a for a in vars(args) if a not in fixed)
-            raise ValueError(f"sweep: {k!r} is not a sampler option; valid: {', '.join(valid)}")
-        setattr(args, k, v)
-    if motion:  # histories x samples per history; PG couples the samples of one history (pg_batch default)
-        args.sequences, args.samples = spec["batches"], spec["batch_size"]
-        args.seed, args.device = spec["seed"], spec["device"]
-        return args
-    args.n = spec["batches"] * spec["batch_size"]
-    args.batch_size = spec["batch_size"]  # one sampler call per batch = one particle group
-    if args.pg_batch is None:
-        args.pg_batch = spec["batch_size"]
-    args.seed, args.device = spec["seed"], spec["device"]
-    return args
-
-
-def _write_json_atomic(path: Path, obj):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=float))
-    os.replace(tmp, path)
+def point_spec(spec: dict, params: dict) -> SamplingSpec:
+    """The SamplingSpec of one grid point: the sweep's ``base`` options, then the point's, as
+    ``dataclasses.replace`` would (option names as in the CLI flags, e.g. pg_weight, S_churn). The sweep fixes the
+    seed and device, and one sampler call per batch: a batch is one particle-guidance group (pg_batch default)."""
+    options = {k.replace("-", "_"): v for k, v in {**spec["base"], **params}.items()}
+    images = spec["task"] == "images"
+    fixed = {"seed", "device", "compile"} | ({"batch_size"} if images else set())
+    valid = {f.name for f in dataclasses.fields(SamplingSpec)} - fixed
+    bad = sorted(set(options) - valid)
+    if bad:
+        raise ValueError(f"sweep: {bad[0]!r} is not a sampler option; valid: {', '.join(sorted(valid))}")
+    base = SamplingSpec(seed=spec["seed"], device=spec["device"])
+    if images:
+        base = dataclasses.replace(base, batch_size=spec["batch_size"], pg_batch=spec["batch_size"])
+    return dataclasses.replace(base, **options)
 
 
 def _read_point(path: Path):
@@ -216,19 +200,25 @@ def _read_point(path: Path):
         return None
 
 
-def run_point(spec: dict, params: dict, D=None) -> dict:
-    args = _eval_args(spec, params)
-    if spec["task"] == "motion":
-        from difflab.eval.motion import run_motion
-
-        res = run_motion(args, D=D)
-        return {k: v for k, v in res["multimode"].items() if isinstance(v, (int, float))}
-    images, _ = sample_model(args, D=D)
+def image_point(model, sampling: SamplingSpec, spec: dict) -> dict:
+    """The metrics of one image grid point: ``batches x batch_size`` samples scored by :func:`evaluate_images`."""
+    images, _ = sample_model(model, sampling, spec["batches"] * spec["batch_size"])
     return evaluate_images(images, spec["metrics"], ref=spec["ref"], ref_n=spec["ref_n"],
                            classifier=spec["classifier"], mask=spec["mask"], group_size=spec["batch_size"])
 
 
-def run_sweep_config(spec: dict, out=None, shard=None, limit: int | None = None, log=print) -> dict:
+def run_point(spec: dict, params: dict, D=None, runners: dict | None = None) -> dict:
+    """One grid point's metrics. ``runners`` maps a task to ``fn(model, sampling_spec, sweep_spec) -> metrics``;
+    ``images`` is built in, other tasks (``motion``) are supplied by the caller (difflab.experiments.motion),
+    since the evaluation layer does not import the experiments."""
+    fn = {"images": image_point, **(runners or {})}.get(spec["task"])
+    if fn is None:
+        raise ValueError(f"sweep task {spec['task']!r} needs a runner (run it through `difflab sweep`)")
+    return fn(D if D is not None else spec["model"], point_spec(spec, params), spec)
+
+
+def run_sweep_config(spec: dict, out=None, shard=None, limit: int | None = None, log=print,
+                     runners: dict | None = None) -> dict:
     """Run (or resume) a normalised sweep spec; returns the table dict (also written to OUT/table.json).
 
     ``limit``: compute at most this many new points, then stop (the table is still written)."""
@@ -241,8 +231,7 @@ def run_sweep_config(spec: dict, out=None, shard=None, limit: int | None = None,
     si, sn = parse_shard(shard)
     points = grid_points(spec)
     (out / "points").mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(out / "sweep.json", {k: v for k, v in spec.items() if k != "classifier"
-                                            or isinstance(v, str)})
+    write_json({k: v for k, v in spec.items() if k != "classifier" or isinstance(v, str)}, out / "sweep.json")
     D, done_now, skipped = None, 0, 0
     for i, params in enumerate(points):
         if i % sn != si:
@@ -261,9 +250,9 @@ def run_sweep_config(spec: dict, out=None, shard=None, limit: int | None = None,
         if D is None:
             D = difflab.load(spec["model"], device=spec["device"])
         t0 = time.time()
-        res = run_point(spec, params, D=D)
+        res = run_point(spec, params, D=D, runners=runners)
         wall = time.time() - t0
-        _write_json_atomic(path, {"index": i, "params": params, "fingerprint": fp, "metrics": res, "seconds": wall})
+        write_json({"index": i, "params": params, "fingerprint": fp, "metrics": res, "seconds": wall}, path)
         done_now += 1
         shown = ", ".join(f"{k}={res[_heat_key(k)]:.4g}" for k in spec["metrics"] if _heat_key(k) in res)
         log(f"[{i + 1}/{len(points)}] {params}: {shown} ({wall:.1f}s)")
@@ -316,7 +305,7 @@ def write_table(spec: dict, out, heatmaps: bool = True, log=print) -> dict:
              "points": [{"index": r["index"], "params": r["params"],
                          "metrics": None if r["metrics"] is None else {k: r["metrics"].get(k) for k in keys}}
                         for r in rows]}
-    _write_json_atomic(out / "table.json", table)
+    write_json(table, out / "table.json")
     if heatmaps and len(names) <= 2:
         from difflab.viz.plots import heatmap
 
@@ -334,11 +323,10 @@ def write_table(spec: dict, out, heatmaps: bool = True, log=print) -> dict:
     return table
 
 
-def run_sweep(args) -> dict:
-    """The ``difflab sweep`` handler."""
-    spec = load_sweep_config(args.config, getattr(args, "overrides", ()) or ())
-    return run_sweep_config(spec, out=getattr(args, "out", None), shard=getattr(args, "shard", None))
+def run_sweep(config, overrides=(), out=None, shard=None, runners: dict | None = None) -> dict:
+    """The ``difflab sweep`` back end: load the sweep YAML with overrides, run or resume it, return the table."""
+    return run_sweep_config(load_sweep_config(config, overrides or ()), out=out, shard=shard, runners=runners)
 
 
 __all__ = ["axis_values", "grid_points", "load_sweep_config", "normalize", "run_sweep", "run_sweep_config",
-           "write_table"]
+           "point_spec", "write_table"]

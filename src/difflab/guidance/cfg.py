@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 
 from difflab.guidance.base import Guidance
+from difflab.sampling.base import member
 from difflab.utils import append_dims, as_sigma
 
 CONVENTIONS = ("ntnu", "ho")
@@ -58,58 +59,57 @@ class ClassifierFreeGuidance(Guidance):
     def _null(self, D) -> int:
         if self.null_label is not None:
             return self.null_label
-        n = getattr(D, "num_classes", None)
+        n = member(D, "num_classes")
         if isinstance(n, int) and not isinstance(n, bool) and n > 0:
             return n
         raise ValueError("ClassifierFreeGuidance: null_label is required when D has no positive "
                          "num_classes attribute")
 
-    def wrap(self, D):
+    host_sigma = True  # samplers pass sigma as a number (see difflab.sampling.base.denoise)
+
+    def members(self, D) -> dict:
+        return {"num_classes": member(D, "num_classes") or self._null(D)}
+
+    def apply(self, D, x, sigma, **cond):
         null = self._null(D)
         a, b = self.coefficients
-
-        def D_cfg(x, sigma, **cond):
-            # Whether sigma is in the window is decided on the host when the sampler passes a number (no GPU
-            # read-back); only a per-sample sigma tensor with a window needs one.
-            sigma_host = float(sigma) if isinstance(sigma, (int, float)) else None
-            sigma = as_sigma(sigma, x)
-            labels = cond.get(self.label_key)
-            if labels is None:
-                raise ValueError(f"ClassifierFreeGuidance needs conditional labels ({self.label_key}=...)")
-            labels = torch.as_tensor(labels, device=x.device)
-            if labels.ndim == 0:
-                labels = labels.expand(x.shape[0])
-            B = x.shape[0]
-            active = None  # None: every sample is guided
-            if self.sigma_window is not None:
-                lo, hi = self.sigma_window
-                if sigma_host is not None:
-                    inside = lo <= sigma_host <= hi
-                else:
-                    active = (sigma >= lo) & (sigma <= hi)
-                    inside = bool(active.any())
-                if not inside:
-                    self.last_info = {"cfg_active": 0.0}
-                    return D(x, sigma, **{**cond, self.label_key: labels})
-            if labels.ndim == 1:
-                uncond = torch.full_like(labels, null)
+        # Whether sigma is in the window is decided on the host when the sampler passes a number (no GPU
+        # read-back); only a per-sample sigma tensor with a window needs one.
+        sigma_host = float(sigma) if isinstance(sigma, (int, float)) else None
+        sigma = as_sigma(sigma, x)
+        labels = cond.get(self.label_key)
+        if labels is None:
+            raise ValueError(f"ClassifierFreeGuidance needs conditional labels ({self.label_key}=...)")
+        labels = torch.as_tensor(labels, device=x.device)
+        if labels.ndim == 0:
+            labels = labels.expand(x.shape[0])
+        B = x.shape[0]
+        active = None  # None: every sample is guided
+        if self.sigma_window is not None:
+            lo, hi = self.sigma_window
+            if sigma_host is not None:
+                inside = lo <= sigma_host <= hi
             else:
-                uncond = torch.zeros_like(labels)
-            both = {}
-            for key, v in cond.items():
-                if key == self.label_key:
-                    continue
-                both[key] = torch.cat([v, v]) if torch.is_tensor(v) and v.ndim > 0 and v.shape[0] == B else v
-            both[self.label_key] = torch.cat([labels, uncond])
-            out = D(torch.cat([x, x]), torch.cat([sigma, sigma]), **both)
-            d_c, d_u = out[:B], out[B:]
-            guided = a * d_c + b * d_u
-            if active is None:
-                self.last_info = {"cfg_active": 1.0}
-                return guided
-            self.last_info = {"cfg_active": active.float().mean()}
-            return torch.where(append_dims(active, x.ndim), guided, d_c)
-
-        D_cfg.num_classes = getattr(D, "num_classes", null)
-        D_cfg.host_sigma = True  # samplers pass sigma as a number (see difflab.sampling.base.denoise)
-        return D_cfg
+                active = (sigma >= lo) & (sigma <= hi)
+                inside = bool(active.any())
+            if not inside:
+                self.last_info = {"cfg_active": 0.0}
+                return D(x, sigma, **{**cond, self.label_key: labels})
+        if labels.ndim == 1:
+            uncond = torch.full_like(labels, null)
+        else:
+            uncond = torch.zeros_like(labels)
+        both = {}
+        for key, v in cond.items():
+            if key == self.label_key:
+                continue
+            both[key] = torch.cat([v, v]) if torch.is_tensor(v) and v.ndim > 0 and v.shape[0] == B else v
+        both[self.label_key] = torch.cat([labels, uncond])
+        out = D(torch.cat([x, x]), torch.cat([sigma, sigma]), **both)
+        d_c, d_u = out[:B], out[B:]
+        guided = a * d_c + b * d_u
+        if active is None:
+            self.last_info = {"cfg_active": 1.0}
+            return guided
+        self.last_info = {"cfg_active": active.float().mean()}
+        return torch.where(append_dims(active, x.ndim), guided, d_c)

@@ -51,16 +51,11 @@ class ClassifierGuidance(Guidance):
             (g,) = torch.autograd.grad(selected, xg)
         return g.to(x.dtype)
 
-    def wrap(self, D):
-        def D_cg(x, sigma, **cond):
-            sigma = as_sigma(sigma, x)
-            labels = self._labels(x, cond)
-            denoised = D(x, sigma, **cond)
-            g = self.grad_log_prob(x, sigma, labels)
-            term = self.scale * append_dims(sigma.to(x.dtype), x.ndim) ** 2 * g
-            self.last_info = {"cg_grad_norm": term.detach().reshape(x.shape[0], -1).norm(dim=1)}
-            return denoised + term
-
-        if hasattr(D, "num_classes"):
-            D_cg.num_classes = D.num_classes
-        return D_cg
+    def apply(self, D, x, sigma, **cond):
+        sigma = as_sigma(sigma, x)
+        labels = self._labels(x, cond)
+        denoised = D(x, sigma, **cond)
+        g = self.grad_log_prob(x, sigma, labels)
+        term = self.scale * append_dims(sigma.to(x.dtype), x.ndim) ** 2 * g
+        self.last_info = {"cg_grad_norm": term.detach().reshape(x.shape[0], -1).norm(dim=1)}
+        return denoised + term

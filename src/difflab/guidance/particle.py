@@ -69,6 +69,7 @@ import torch
 
 from difflab.guidance.base import Guidance
 from difflab.guidance.kernels import KERNEL_DISTANCES, median_bandwidth
+from difflab.sampling.base import member
 from difflab.utils import append_dims, as_sigma
 
 KERNELS = ("rbf", "iou", "feature", "cyclic")
@@ -224,67 +225,63 @@ class ParticleGuidance(Guidance):
         return E, h
 
     # ---- the transform ------------------------------------------------------------------------------------
-    def wrap(self, D):
-        def D_pg(x, sigma, **cond):
-            # With a number for sigma (what the samplers pass) whether k_PG is zero is decided on the host;
-            # only a per-sample sigma tensor needs a read-back from the device.
-            host = isinstance(sigma, (int, float))
-            off = float(self.weight_at(torch.tensor([float(sigma)], dtype=torch.float64))[0]) == 0 if host else None
-            sigma_in, sigma = sigma, as_sigma(sigma, x)
-            # The inner denoiser gets the number too when it is a guidance that decides on the host (e.g. CFG).
-            inner_sigma = sigma_in if host and getattr(D, "host_sigma", False) else sigma
-            k_pg = self.weight_at(sigma)
-            self._groups(x.shape[0])
-            if off is None:
-                off = not bool((k_pg != 0).any())
-            if off:
-                denoised = D(x, inner_sigma, **cond)
-                self.last_info = {"pg_weight": 0.0, "pg_grad_norm": torch.zeros(x.shape[0], device=x.device),
-                                  "ode_grad_norm": self._norm((x - denoised) / append_dims(sigma, x.ndim))}
-                return denoised
-            z_ref = None
-            with torch.enable_grad():
-                if self.reference is not None:
-                    z_ref = self._embed(self._premap(self.reference.to(x.device, x.dtype))).detach()
-                if self.on == "x":
-                    denoised = D(x, inner_sigma, **cond)
-                    leaf = x.detach().requires_grad_(True)
-                    z = self._embed(self._premap(leaf))
-                elif self.through_denoiser:
-                    leaf = x.detach().requires_grad_(True)
-                    den = D(leaf, inner_sigma, **cond)
-                    denoised = den.detach()
-                    z = self._embed(self._premap(den))
-                else:
-                    denoised = D(x, inner_sigma, **cond)
-                    if self.variant == "thesis":
-                        # The thesis differentiates w.r.t. the [0, 1]-mapped estimate itself.
-                        leaf = self._premap(denoised.detach()).requires_grad_(True)
-                        z = self._embed(leaf)
-                    else:
-                        leaf = denoised.detach().requires_grad_(True)
-                        z = self._embed(self._premap(leaf))
-                E, h = self.energy(z, z_ref)
-                (grad,) = torch.autograd.grad(E, leaf, allow_unused=True)
-            if grad is None:
-                grad = torch.zeros_like(x)
-            grad = grad.to(x.dtype)
-            # Change of the ODE direction d = (x - D)/sigma: +k_PG grad (paper) or -k_PG grad (thesis).
-            sign = 1.0 if self.variant == "paper" else -1.0
-            delta_d = sign * append_dims(k_pg.to(x.dtype), x.ndim) * grad
-            out = denoised - append_dims(sigma.to(x.dtype), x.ndim) * delta_d
-            self.last_info = {
-                "pg_weight": k_pg.abs().max(),
-                "pg_grad_norm": self._norm(delta_d),
-                "ode_grad_norm": self._norm((x - denoised) / append_dims(sigma.to(x.dtype), x.ndim)),
-                "pg_bandwidth": h.detach(),
-            }
-            return out
+    host_sigma = True  # samplers pass sigma as a number (see difflab.sampling.base.denoise)
 
-        if hasattr(D, "num_classes"):
-            D_pg.num_classes = D.num_classes
-        D_pg.host_sigma = True  # samplers pass sigma as a number (see difflab.sampling.base.denoise)
-        return D_pg
+    def apply(self, D, x, sigma, **cond):
+        # With a number for sigma (what the samplers pass) whether k_PG is zero is decided on the host;
+        # only a per-sample sigma tensor needs a read-back from the device.
+        host = isinstance(sigma, (int, float))
+        off = float(self.weight_at(torch.tensor([float(sigma)], dtype=torch.float64))[0]) == 0 if host else None
+        sigma_in, sigma = sigma, as_sigma(sigma, x)
+        # The inner denoiser gets the number too when it is a guidance that decides on the host (e.g. CFG).
+        inner_sigma = sigma_in if host and member(D, "host_sigma", False) else sigma
+        k_pg = self.weight_at(sigma)
+        self._groups(x.shape[0])
+        if off is None:
+            off = not bool((k_pg != 0).any())
+        if off:
+            denoised = D(x, inner_sigma, **cond)
+            self.last_info = {"pg_weight": 0.0, "pg_grad_norm": torch.zeros(x.shape[0], device=x.device),
+                              "ode_grad_norm": self._norm((x - denoised) / append_dims(sigma, x.ndim))}
+            return denoised
+        z_ref = None
+        with torch.enable_grad():
+            if self.reference is not None:
+                z_ref = self._embed(self._premap(self.reference.to(x.device, x.dtype))).detach()
+            if self.on == "x":
+                denoised = D(x, inner_sigma, **cond)
+                leaf = x.detach().requires_grad_(True)
+                z = self._embed(self._premap(leaf))
+            elif self.through_denoiser:
+                leaf = x.detach().requires_grad_(True)
+                den = D(leaf, inner_sigma, **cond)
+                denoised = den.detach()
+                z = self._embed(self._premap(den))
+            else:
+                denoised = D(x, inner_sigma, **cond)
+                if self.variant == "thesis":
+                    # The thesis differentiates w.r.t. the [0, 1]-mapped estimate itself.
+                    leaf = self._premap(denoised.detach()).requires_grad_(True)
+                    z = self._embed(leaf)
+                else:
+                    leaf = denoised.detach().requires_grad_(True)
+                    z = self._embed(self._premap(leaf))
+            E, h = self.energy(z, z_ref)
+            (grad,) = torch.autograd.grad(E, leaf, allow_unused=True)
+        if grad is None:
+            grad = torch.zeros_like(x)
+        grad = grad.to(x.dtype)
+        # Change of the ODE direction d = (x - D)/sigma: +k_PG grad (paper) or -k_PG grad (thesis).
+        sign = 1.0 if self.variant == "paper" else -1.0
+        delta_d = sign * append_dims(k_pg.to(x.dtype), x.ndim) * grad
+        out = denoised - append_dims(sigma.to(x.dtype), x.ndim) * delta_d
+        self.last_info = {
+            "pg_weight": k_pg.abs().max(),
+            "pg_grad_norm": self._norm(delta_d),
+            "ode_grad_norm": self._norm((x - denoised) / append_dims(sigma.to(x.dtype), x.ndim)),
+            "pg_bandwidth": h.detach(),
+        }
+        return out
 
     @staticmethod
     def _norm(v: torch.Tensor) -> torch.Tensor:

@@ -3,11 +3,50 @@
 from __future__ import annotations
 
 import math
+from typing import Protocol
 
 import torch
 
 from difflab.sampling.rng import randn_like
 from difflab.utils import as_sigma
+
+
+class Denoiser(Protocol):
+    """The one contract (DESIGN.md section 1): ``D(x, sigma, **cond) -> x0_hat`` with x ``[B, ...]`` and sigma a
+    ``[B]`` tensor (or a number, broadcast); ``cond`` holds conditioning such as ``class_labels`` or
+    ``cond_frames``.
+
+    Optional members, declared here once and read only through :func:`member` (guidance wrappers forward them):
+
+    - ``num_classes`` (int): a class-conditional D reserves label ``num_classes`` for "no label" (CFG's null);
+    - ``T`` (int) and ``beta_schedule`` (str): a discrete-time (DDPM) model's schedule, for the DDPM grids;
+    - ``host_sigma`` (bool): D accepts sigma as a Python number, so guidance windows are decided on the host
+      without reading the device back (:func:`denoise` passes the number).
+    A loaded model (``difflab.load``) also carries ``difflab_config`` and ``difflab_path``; samplers never need
+    them."""
+
+    def __call__(self, x: torch.Tensor, sigma, **cond) -> torch.Tensor: ...
+
+
+MEMBERS = {"num_classes": None, "T": None, "beta_schedule": None, "host_sigma": False}
+
+
+def member(D, name: str, default=None):
+    """An optional member of the :class:`Denoiser` protocol (``num_classes``, ``T``, ``beta_schedule``,
+    ``host_sigma``), or ``default`` when D does not declare it."""
+    if name not in MEMBERS:
+        raise AttributeError(f"{name!r} is not a declared member of the Denoiser protocol ({sorted(MEMBERS)})")
+    v = getattr(D, name, None)
+    return default if v is None else v
+
+
+def device_of(D, device=None) -> torch.device:
+    """``device`` if given, else the device of D's first parameter (a module), else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    params = getattr(D, "parameters", None)
+    p = next(params(), None) if callable(params) else None
+    return p.device if p is not None else torch.device("cpu")
 
 
 def check_sigmas(sigmas) -> torch.Tensor:
@@ -76,7 +115,7 @@ def guidance_info(guidance) -> dict:
 def denoise(D, x, sigma, cond):
     """Call D at a scalar noise level for the whole batch. A guidance wrapper marked ``host_sigma`` gets the
     number itself, so it can decide sigma windows on the host rather than read the device back."""
-    if getattr(D, "host_sigma", False) and isinstance(sigma, (int, float)):
+    if member(D, "host_sigma", False) and isinstance(sigma, (int, float)):
         return D(x, float(sigma), **cond)
     return D(x, as_sigma(sigma, x), **cond)
 

@@ -12,9 +12,10 @@ import math
 
 import torch
 
-from difflab.sampling.base import check_sigmas
+from difflab.sampling.base import check_sigmas, device_of, member
 from difflab.sampling.rng import make_generators, randn
 from difflab.sampling.schedules import sigma_grid
+from difflab.utils import INT32_MAX, check_int
 
 
 def resolve_generator(generator, seed, x: torch.Tensor):
@@ -68,32 +69,24 @@ def generate(D, n: int, shape, *, sampler: str = "heun", steps: int = 18, sigma_
     from difflab.sampling import get_sampler
 
     fn = get_sampler(sampler)
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be a non-negative integer, got {n!r}")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be a positive integer or None, got {batch_size!r}")
+    check_int("n", n, 0, INT32_MAX)
+    check_int("steps", steps, 1, INT32_MAX)
+    if batch_size is not None:
+        check_int("batch_size", batch_size, 1, INT32_MAX)
     if not (init_noise_scale > 0 and math.isfinite(init_noise_scale)):
         raise ValueError(f"init_noise_scale must be a finite number > 0, got {init_noise_scale}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-        raise ValueError(f"offset must be a non-negative integer, got {offset!r}")
-    if device is None:
-        params = getattr(D, "parameters", None)
-        p = next(params(), None) if callable(params) else None
-        device = p.device if p is not None else torch.device("cpu")
-    device = torch.device(device)
+    check_int("seed", seed)
+    check_int("offset", offset)
+    device = device_of(D, device)
     if isinstance(grid, str):
-        sigmas = sigma_grid(grid, steps, sigma_min, sigma_max, rho, T=int(getattr(D, "T", 1000)),
-                            beta_schedule=getattr(D, "beta_schedule", "linear"))
+        sigmas = sigma_grid(grid, steps, sigma_min, sigma_max, rho, T=int(member(D, "T", 1000)),
+                            beta_schedule=member(D, "beta_schedule", "linear"))
     else:
         sigmas = torch.as_tensor(grid, dtype=torch.float32)
     sigmas = check_sigmas(sigmas)  # validated here once, and kept on the CPU (read as floats every step)
     shape = tuple(int(s) for s in shape)
     cond = cond or {}
-    num_classes = getattr(D, "num_classes", 0)
+    num_classes = member(D, "num_classes", 0)
     labels = cond.get("class_labels")
     if torch.is_tensor(labels) and isinstance(num_classes, int) and num_classes > 0:
         # Once here, with a clear error on any device: the network itself only queues the check on a GPU.

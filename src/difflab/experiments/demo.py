@@ -9,13 +9,15 @@ class-conditional model for a fixed time budget, samples a grid per digit and wr
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import torch
 
-from difflab.models import SHIPPED_DIR
+from difflab.eval.modes import modes_per_10
+from difflab.models import SHIPPED_DIR, load
+from difflab.recipe import SamplingSpec, sample
+from difflab.utils import write_json
 
 
 def _shipped(name: str) -> bool:
@@ -23,7 +25,7 @@ def _shipped(name: str) -> bool:
 
 
 def _write_summary(out: Path, summary: dict, rows: list[tuple[str, str]]):
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_json(summary, out / "summary.json", sort_keys=False)
     lines = ["| item | result |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in rows]
     (out / "summary.md").write_text("# difflab demo\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
@@ -33,7 +35,6 @@ def demo_train(out: Path, budget_s: float | None = None) -> dict:
     """Fetch MNIST, train the `mini` class-conditional model for a time budget, sample one row per digit."""
     from difflab.config import load_config
     from difflab.data.mnist import fetch
-    from difflab.sampling.generate import generate
     from difflab.training.trainer import train
     from difflab.viz.grids import save_grid
 
@@ -47,11 +48,7 @@ def demo_train(out: Path, budget_s: float | None = None) -> dict:
         overrides.append(f"time_budget_s={budget_s}")
     cfg = load_config(cfg_path, overrides)
     summary = train(cfg, log=print)
-    import difflab
-
-    D = difflab.load(out / "run")
-    labels = torch.arange(100) % 10
-    x = generate(D, 100, (1, 28, 28), steps=18, seed=0, cond={"class_labels": labels}, batch_size=100)
+    x, labels = sample(load(out / "run"), SamplingSpec(steps=18, seed=0, batch_size=100), 100)
     grid = save_grid(x[labels.argsort(stable=True)], out / "grid_per_digit.png", nrow=10)
     log_src = out / "run" / "log.jsonl"
     (out / "training_log.jsonl").write_text(log_src.read_text() if log_src.exists() else "")
@@ -65,18 +62,15 @@ def demo_train(out: Path, budget_s: float | None = None) -> dict:
 
 def demo_shipped(out: Path) -> dict:
     """The tour of the shipped models (see the module docstring)."""
-    import difflab
-    from difflab.sampling.generate import generate
     from difflab.viz.grids import save_grid
 
     t0, rows, summary = time.time(), [], {"mode": "shipped"}
-    D = difflab.load("mnist-cond")
-    labels = torch.arange(100) % 10
-    x = generate(D, 100, (1, 28, 28), steps=18, seed=0, cond={"class_labels": labels})
+    # One batch of 100 (the sample does not depend on the batch; the spec's default 64 would give the same).
+    x, labels = sample(load("mnist-cond"), SamplingSpec(steps=18, seed=0, batch_size=100), 100)
     order = labels.argsort(stable=True)
     save_grid(x[order], out / "mnist_cond_grid.png", nrow=10)
     rows.append(("class-conditional grid (Heun, 18 steps, 35 NFE)", "mnist_cond_grid.png"))
-    classifier = difflab.load("digit-classifier") if _shipped("digit-classifier") else None
+    classifier = load("digit-classifier") if _shipped("digit-classifier") else None
     if classifier is not None:
         with torch.no_grad():
             acc = (classifier(x).argmax(1) == labels).float().mean().item()
@@ -85,17 +79,14 @@ def demo_shipped(out: Path) -> dict:
 
     uncond = "mnist-uncond" if _shipped("mnist-uncond") else None
     if uncond and classifier is not None:
-        from difflab.guidance import ParticleGuidance
-
-        Du = difflab.load(uncond)
+        Du = load(uncond)
         n_batches, B = 10, 10
         res = {}
-        for name, guidance, churn in [("iid", None, 0.0), ("stochastic", None, 0.7),
-                                      ("pg", ParticleGuidance(weight=1.0, kernel="rbf", group_size=B), 0.0)]:
-            xs = generate(Du, n_batches * B, (1, 28, 28), steps=18, seed=1, guidance=guidance, S_churn=churn)
+        for name, spec in [("iid", SamplingSpec(steps=18, seed=1)), ("stochastic", SamplingSpec(steps=18, seed=1, S_churn=0.7)),
+                           ("pg", SamplingSpec(steps=18, seed=1, pg_weight=1.0, pg_batch=B, batch_size=n_batches * B))]:
+            xs, _ = sample(Du, spec, n_batches * B)
             with torch.no_grad():
-                pred = classifier(xs).argmax(1).reshape(n_batches, B)
-            modes = torch.tensor([len(set(r.tolist())) for r in pred]).float().mean().item()
+                modes = modes_per_10(classifier(xs).argmax(1), B)
             res[name] = modes
             save_grid(xs[: 5 * B], out / f"uncond_{name}_grid.png", nrow=B)
             rows.append((f"modes per batch of 10, {name} (rows of uncond_{name}_grid.png)", f"{modes:.2f}"))
@@ -108,13 +99,10 @@ def demo_shipped(out: Path) -> dict:
         name = f"smmnist-horizontal-{p}"
         if not _shipped(name):
             continue
-        from difflab.cli import build_eval_subparser
-        from difflab.eval.motion import run_prior
+        from difflab.experiments.motion import run_prior
 
         for sampler_name, churn in [("deterministic", 0.0), ("stochastic", 0.9)]:
-            argv = [name, "--sequences", "16", "--samples", "10", "--seed", "0", "--S-churn", str(churn),
-                    "--batch-size", "160"]
-            r = run_prior(build_eval_subparser("prior").parse_args(argv))
+            r = run_prior(name, SamplingSpec(seed=0, S_churn=churn, batch_size=160), sequences=16, samples=10)
             prior[f"{p}/{sampler_name}"] = r["p_hat_right"]
             rows.append((f"p_hat(right), true {p}, {sampler_name} (16 seq x 10)", f"{r['p_hat_right']:.3f}"))
     if not prior:
@@ -126,11 +114,12 @@ def demo_shipped(out: Path) -> dict:
     return summary
 
 
-def run_demo(args):
-    out = Path(args.out)
+def run_demo(out="outputs/demo", train: bool = False, budget_s: float | None = None) -> dict:
+    """``difflab demo``: the tour of the shipped models, or (``train``, or none shipped) a small training run."""
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if args.train or not _shipped("mnist-cond"):
-        if not args.train:
+    if train or not _shipped("mnist-cond"):
+        if not train:
             print("no shipped mnist-cond model in this installation: training a small one instead")
-        return demo_train(out, args.budget_s)
+        return demo_train(out, budget_s)
     return demo_shipped(out)

@@ -1,7 +1,9 @@
 """`difflab reproduce NAME`: one command per published table or figure we build on.
 
-Each experiment runs the same CLI commands a user would (so the numbers can be rerun piece by piece) and
-writes ``results.json`` + ``results.md`` under ``--out`` (default ``outputs/reproduce/NAME``). ``--quick`` runs
+Each experiment calls the same library functions as the CLI commands a user would run (``difflab eval`` /
+``eval prior`` with the flags named in each row, so the numbers can be rerun piece by piece), with a
+:class:`~difflab.recipe.SamplingSpec` per row, and writes
+``results.json`` + ``results.md`` under ``--out`` (default ``outputs/reproduce/NAME``). ``--quick`` runs
 a smaller version (fewer sequences / samples); the size used is always recorded next to the numbers.
 
 - ``pg-gmm``: Particle Guidance paper, 2-D ring of 10 Gaussians (modes vs PG weight x noise), exact score.
@@ -25,7 +27,10 @@ import json
 import time
 from pathlib import Path
 
-from difflab.cli import build_eval_subparser, build_parser
+from difflab.eval.run import run_eval
+from difflab.experiments.motion import run_prior
+from difflab.recipe import SamplingSpec
+from difflab.utils import write_json
 
 EXPERIMENTS = ("pg-gmm", "thesis-modes", "thesis-prior", "thesis-heatmaps", "ntnu")
 
@@ -36,50 +41,35 @@ NTNU_TABLES = {"linear T1000 w0.2": (16.19, 9.56), "linear T4000 w0.2": (20.91, 
                "linear T1000 w0": (21.12, 9.13), "linear T1000 w0.5": (24.67, 9.14)}
 
 
-def _eval(model: str, argv: list[str]) -> dict:
-    from difflab.eval.run import run_eval
-
-    return run_eval(build_parser().parse_args(["eval", model, *argv]))
-
-
-def _prior(model: str, argv: list[str]) -> dict:
-    from difflab.eval.motion import run_prior
-
-    return run_prior(build_eval_subparser("prior").parse_args([model, *argv]))
+def _spec(device: str, batch_size: int, **options) -> SamplingSpec:
+    """A row's recipe: the seed 0 of the published runs, ``device`` and a batch size that suits it (a GPU takes
+    thousands of small images per call)."""
+    return SamplingSpec(seed=0, device=device, batch_size=batch_size if device == "cpu" else 2000, **options)
 
 
-def _run_opts(args, batch_size: int) -> list[str]:
-    """--device and a batch size that suits it (a GPU takes thousands of small images per call)."""
-    device = getattr(args, "device", "cpu") or "cpu"
-    return ["--device", device, "--batch-size", str(batch_size if device == "cpu" else 2000)]
-
-
-def thesis_modes(quick: bool, args=None) -> dict:
-    n = getattr(args, "n", None) or (30 if quick else 1000)  # batches of 10 (--pg-batch 10 couples each ten)
+def thesis_modes(quick: bool, device: str = "cpu", n: int | None = None) -> dict:
+    n = n or (30 if quick else 1000)  # batches of 10 (pg_batch 10 couples each ten)
     rows = {}
-    for name, extra in [("deterministic", []), ("stochastic S_churn 0.7", ["--S-churn", "0.7"]),
-                        ("deterministic + PG k_PG 1", ["--pg-weight", "1"]),
-                        ("stochastic S_churn 0.7 + PG k_PG 1", ["--S-churn", "0.7", "--pg-weight", "1"]),
+    for name, extra in [("deterministic", {}), ("stochastic S_churn 0.7", {"S_churn": 0.7}),
+                        ("deterministic + PG k_PG 1", {"pg_weight": 1.0}),
+                        ("stochastic S_churn 0.7 + PG k_PG 1", {"S_churn": 0.7, "pg_weight": 1.0}),
                         # beyond the thesis: PG in the digit-features embedding (the PG paper's feature kernel)
-                        ("deterministic + PG feature kernel k_PG 10",
-                         ["--pg-weight", "10", "--pg-kernel", "feature"])]:
-        r = _eval("mnist-uncond", ["--metrics", "modes,quality", "--n", str(n), "--steps", "22", "--seed", "0",
-                                   "--pg-batch", "10", *_run_opts(args, 10), *extra])
+                        ("deterministic + PG feature kernel k_PG 10", {"pg_weight": 10.0, "pg_kernel": "feature"})]:
+        r = run_eval("mnist-uncond", _spec(device, 10, steps=22, pg_batch=10, **extra), "modes,quality", n=n)
         rows[name] = {"modes_per_10": r["modes_per_10"], "quality": r.get("quality"), "n": r["n"]}
     return {"experiment": "thesis Figure 3.1", "model": "mnist-uncond", "steps": 22, "rows": rows,
             "iid_expected_modes": 10 * (1 - 0.9**10)}
 
 
-def thesis_prior(quick: bool, args=None) -> dict:
+def thesis_prior(quick: bool, device: str = "cpu") -> dict:
     seq, samples = (20, 20) if quick else (200, 100)
     rows = {}
     for p in ("0.9", "0.7", "0.5"):
         model = f"smmnist-horizontal-{p}"
-        for name, extra in [("deterministic", []), ("stochastic S_churn 0.9", ["--S-churn", "0.9"]),
-                            ("PG k_PG 3 B 2", ["--pg-weight", "3", "--pg-batch", "2"]),
-                            ("deterministic, thesis start x0.1", ["--init-noise-scale", "0.1"])]:
-            r = _prior(model, ["--sequences", str(seq), "--samples", str(samples), "--seed", "0",
-                               *_run_opts(args, 64), *extra])
+        for name, extra in [("deterministic", {}), ("stochastic S_churn 0.9", {"S_churn": 0.9}),
+                            ("PG k_PG 3 B 2", {"pg_weight": 3.0, "pg_batch": 2}),
+                            ("deterministic, thesis start x0.1", {"init_noise_scale": 0.1})]:
+            r = run_prior(model, _spec(device, 64, **extra), seq, samples)
             rows[f"{p} / {name}"] = {k: r.get(k) for k in ("p_hat_right", "quality_mean", "unusable_share", "p_true")}
     return {"experiment": "thesis Table 4.1", "sequences": seq, "samples": samples, "rows": rows,
             "published": THESIS_TABLE_41}
@@ -90,9 +80,9 @@ NTNU_PLAN = [  # (row, model, CFG weight); every row samples with DDPM ancestral
     ("cosine T1000 w0.2", "ntnu-cosine-T1000", 0.2), ("cosine T4000 w0.2", "ntnu-cosine-T4000", 0.2),
     ("linear T1000 w0", "ntnu-linear-T1000", 0.0), ("linear T1000 w0.5", "ntnu-linear-T1000", 0.5)]
 NTNU_FAST = [  # our samplers at <= 35 network evaluations on the linear T1000 model, CFG w 0.2 (2 evaluations a step)
-    ("heun 9 steps (34 NFE)", ["--sampler", "heun", "--steps", "9"]),
-    ("dpmpp_2m 17 steps (34 NFE)", ["--sampler", "dpmpp_2m", "--steps", "17"]),
-    ("ddim 17 steps (34 NFE)", ["--sampler", "ddim", "--steps", "17", "--grid", "ddpm_trailing"])]
+    ("heun 9 steps (34 NFE)", {"sampler": "heun", "steps": 9}),
+    ("dpmpp_2m 17 steps (34 NFE)", {"sampler": "dpmpp_2m", "steps": 17}),
+    ("ddim 17 steps (34 NFE)", {"sampler": "ddim", "steps": 17, "grid": "ddpm_trailing"})]
 
 
 def _ntnu_model(root: Path, name: str) -> str:
@@ -103,20 +93,21 @@ def _ntnu_model(root: Path, name: str) -> str:
     return str(path)
 
 
-def ntnu(args, out: Path) -> dict:
+def ntnu(out: Path, quick: bool = False, device: str = "cpu", n: int | None = None, models=None,
+         metrics: str | None = None, rows_wanted: str | None = None) -> dict:
     """NTNU MNIST paper Tables 1-3 (and our fast samplers on the same model); rows are written as they finish."""
-    import difflab
+    from difflab.models import load
 
-    root = Path(getattr(args, "models", None) or "runs")
-    n = getattr(args, "n", None) or (200 if args.quick else 10000)
-    metrics = getattr(args, "metrics", None) or "fid_inception,is"
-    plan = NTNU_PLAN[:1] + NTNU_PLAN[4:] if args.quick else NTNU_PLAN
+    root = Path(models or "runs")
+    n = n or (200 if quick else 10000)
+    metrics = metrics or "fid_inception,is"
+    plan = NTNU_PLAN[:1] + NTNU_PLAN[4:] if quick else NTNU_PLAN
     rows: dict = {}
     result = {"experiment": "NTNU MNIST Tables 1-3", "n": n, "metrics": metrics, "rows": rows,
               "published": {k: {"fid_inception": v[0], "is": v[1]} for k, v in NTNU_TABLES.items()}}
     jobs = [(row, model, w, None) for row, model, w in plan]  # sampling None: DDPM over the model's T steps
     jobs[1:1] = [(f"fast: {k}", "ntnu-linear-T1000", 0.2, s) for k, s in NTNU_FAST]  # the cheap rows early
-    wanted = [w.strip() for w in (getattr(args, "rows", None) or "").split(",") if w.strip()]
+    wanted = [w.strip() for w in (rows_wanted or "").split(",") if w.strip()]
     if wanted:  # --rows: run only the named rows (e.g. to finish a partial table)
         unknown = [w for w in wanted if w not in {j[0] for j in jobs}]
         if unknown:
@@ -125,47 +116,44 @@ def ntnu(args, out: Path) -> dict:
     for row, model, w, sampling in jobs:
         path = _ntnu_model(root, model)
         if sampling is None:
-            T = difflab.load(path).difflab_config.model.T
-            sampling = ["--sampler", "ddpm", "--steps", str(T), "--grid", "ddpm_leading"]
+            sampling = {"sampler": "ddpm", "steps": load(path).difflab_config.model.T, "grid": "ddpm_leading"}
         t0 = time.time()
-        r = _eval(path, ["--metrics", metrics, "--n", str(n), "--seed", "0", "--cfg-weight", str(w),
-                         *_run_opts(args, 250), *sampling])
+        spec = _spec(device, 250, cfg_weight=w, **sampling)
+        r = run_eval(path, spec, metrics, n=n)
         rows[row] = {k: r.get(k) for k in ("fid_inception", "fid_inception_n_ref", "is", "fid_classifier", "n")
                      if k in r}
-        rows[row].update(model=model, cfg_weight=w, sampling=" ".join(sampling), wall_s=round(time.time() - t0, 1))
+        rows[row].update(model=model, cfg_weight=w, sampling=" ".join(f"--{k.replace('_', '-')} {v}" for k, v in sampling.items()),
+                         wall_s=round(time.time() - t0, 1))
         print(row, rows[row], flush=True)
-        (out / "results.json").write_text(json.dumps(result, indent=2, default=float))
+        write_json(result, out / "results.json", sort_keys=False)
     return result
 
 
-def run_reproduce(args):
-    name = args.name
+def run_reproduce(name: str, out=None, quick: bool = False, device: str = "cpu", n: int | None = None,
+                  models=None, metrics: str | None = None, rows: str | None = None) -> dict | None:
+    """``difflab reproduce NAME``: run one experiment, write OUT/results.json and results.md."""
     if name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {name!r}; choose one of {', '.join(EXPERIMENTS)}")
-    out = Path(args.out or f"outputs/reproduce/{name}")
+    out = Path(out or f"outputs/reproduce/{name}")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     if name == "pg-gmm":
-        from argparse import Namespace
+        from difflab.experiments.ring import run_ring
 
-        from difflab.guidance.toy import run_cli
-
-        run_cli(Namespace(out=str(out), runs=20 if args.quick else 100, seed=0, quick=args.quick))
-        return
+        return run_ring(str(out), runs=20 if quick else 100, seed=0, quick=quick)
     if name == "thesis-heatmaps":
         from difflab.eval.sweep import run_sweep
 
-        cfg = "configs/sweep_tiny.yaml" if args.quick else "configs/sweep_pg_mnist.yaml"
-        run_sweep(build_parser().parse_args(["sweep", cfg, "--out", str(out)]))
-        return
+        return run_sweep("configs/sweep_tiny.yaml" if quick else "configs/sweep_pg_mnist.yaml", out=str(out))
     if name == "ntnu":
-        result = ntnu(args, out)
+        result = ntnu(out, quick, device, n, models, metrics, rows)
     else:
-        result = thesis_modes(args.quick, args) if name == "thesis-modes" else thesis_prior(args.quick, args)
+        result = thesis_modes(quick, device, n) if name == "thesis-modes" else thesis_prior(quick, device)
     result["wall_s"] = time.time() - t0
-    result["quick"] = bool(args.quick)
-    (out / "results.json").write_text(json.dumps(result, indent=2, default=float))
+    result["quick"] = bool(quick)
+    write_json(result, out / "results.json", sort_keys=False)
     lines = [f"# {result['experiment']}", "", "| setting | result |", "| --- | --- |"]
     lines += [f"| {k} | {json.dumps(v, default=float)} |" for k, v in result["rows"].items()]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    return result

@@ -13,14 +13,12 @@ Runs are vectorised: runs x particles form one batch and ``ParticleGuidance(grou
 only the particles of the same run. Every cell of a sweep uses the same seed, so the same initial noise and
 the same churn noise (the comparison is paired).
 
-``python -m difflab.guidance.toy --out DIR [--runs 100] [--quick]`` (also ``difflab toy gmm``) writes
+``difflab toy gmm --out DIR [--runs 100] [--quick]`` (or :func:`run_ring`) writes
 ``gmm.json`` and heatmaps ``gmm_heatmap_rbf.png`` / ``gmm_heatmap_cyclic.png`` and prints the tables.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import os
 import time
@@ -28,8 +26,11 @@ import time
 import torch
 
 from difflab.data.toy import GaussianMixture, ring_mixture
+from difflab.eval.diversity import pairwise_distance_per_group
+from difflab.eval.modes import expected_modes, modes_per_group
 from difflab.guidance.particle import ParticleGuidance
 from difflab.sampling import SAMPLERS, karras_sigmas
+from difflab.utils import write_json
 
 DEFAULT_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 DEFAULT_CHURNS = (0.0, 10.0, 20.0, 40.0, 80.0)
@@ -37,22 +38,17 @@ DEFAULT_CHURNS = (0.0, 10.0, 20.0, 40.0, 80.0)
 
 def iid_expected_modes(n_modes: int = 10, particles: int = 10) -> float:
     """E[#distinct modes] of `particles` i.i.d. draws from `n_modes` equally likely modes."""
-    return n_modes * (1 - (1 - 1 / n_modes) ** particles)
+    return expected_modes(n_modes, particles)
 
 
 def count_modes(x: torch.Tensor, gm: GaussianMixture, group_size: int) -> torch.Tensor:
     """Number of distinct nearest modes per run ([runs])."""
-    m = gm.nearest_mode(x).reshape(-1, group_size)
-    hit = torch.zeros(m.shape[0], gm.means.shape[0], dtype=torch.bool)
-    hit.scatter_(1, m, True)
-    return hit.sum(1).float()
+    return torch.from_numpy(modes_per_group(gm.nearest_mode(x), group_size)).float()
 
 
 def mean_pairwise_distance(x: torch.Tensor, group_size: int) -> torch.Tensor:
     """Mean distance between distinct particles of the same run ([runs])."""
-    xg = x.reshape(-1, group_size, x[0].numel()).double()
-    d = torch.cdist(xg, xg)
-    return d.sum((1, 2)) / (group_size * (group_size - 1))
+    return pairwise_distance_per_group(x, "l2", group_size)
 
 
 def sample_runs(gm: GaussianMixture, runs: int, particles: int, steps: int, guidance=None, S_churn: float = 0.0,
@@ -210,38 +206,24 @@ def _table(result) -> str:
     return "\n".join(lines)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--out", required=True, help="output directory (gmm.json, gmm_heatmap_*.png)")
-    parser.add_argument("--runs", type=int, default=100, help="runs of 10 particles per cell (default 100)")
-    parser.add_argument("--particles", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=200, help="sampler steps of the sweep (default 200)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--quick", action="store_true", help="small grid, 20 runs, 50 steps (a smoke test)")
-    return parser
-
-
-def run_cli(args) -> int:
-    """What ``difflab toy gmm`` runs: the sweep, the heatmaps and the DESIGN §4 comparison."""
-    # The difflab CLI may omit the optional flags; fall back to the defaults of add_arguments.
-    for name, default in (("runs", 100), ("particles", 10), ("steps", 200), ("seed", 0), ("quick", False)):
-        if getattr(args, name, None) is None:
-            setattr(args, name, default)
-    os.makedirs(args.out, exist_ok=True)
-    if args.runs < 1 or args.particles < 2 or args.steps < 2:
+def run_ring(out: str, runs: int = 100, particles: int = 10, steps: int = 200, seed: int = 0,
+             quick: bool = False) -> dict:
+    """What ``difflab toy gmm`` runs: the sweep, the heatmaps and the DESIGN §4 comparison; writes OUT/gmm.json."""
+    os.makedirs(out, exist_ok=True)
+    if runs < 1 or particles < 2 or steps < 2:
         raise ValueError("need --runs >= 1, --particles >= 2 and --steps >= 2")
-    if args.quick:
-        weights, churns, runs, steps, cmp_steps = (0.0, 1.0, 4.0), (0.0, 40.0), min(args.runs, 20), 50, 50
+    if quick:
+        weights, churns, runs, steps, cmp_steps = (0.0, 1.0, 4.0), (0.0, 40.0), min(runs, 20), 50, 50
     else:
-        weights, churns, runs, steps, cmp_steps = DEFAULT_WEIGHTS, DEFAULT_CHURNS, args.runs, args.steps, 100
+        weights, churns, runs, steps, cmp_steps = DEFAULT_WEIGHTS, DEFAULT_CHURNS, runs, steps, 100
     t0 = time.time()
-    sweep = run_gmm_experiment(weights, churns, runs=runs, particles=args.particles, steps=steps, seed=args.seed,
+    sweep = run_gmm_experiment(weights, churns, runs=runs, particles=particles, steps=steps, seed=seed,
                                progress=lambda s: print(s, flush=True))
-    comparison = compare_variants(runs=runs, particles=args.particles, steps=cmp_steps, seed=args.seed)
-    signs = one_step_sign(trials=10 if args.quick else 50, seed=args.seed)
+    comparison = compare_variants(runs=runs, particles=particles, steps=cmp_steps, seed=seed)
+    signs = one_step_sign(trials=10 if quick else 50, seed=seed)
     result = {"sweep": sweep, "comparison": comparison, "one_step_sign": signs, "seconds": time.time() - t0}
-    with open(os.path.join(args.out, "gmm.json"), "w") as f:
-        json.dump(result, f, indent=2)
-    paths = plot_heatmaps(sweep, args.out)
+    write_json(result, os.path.join(out, "gmm.json"))
+    paths = plot_heatmaps(sweep, out)
     print(_table(sweep))
     print(f"i.i.d. expectation: {sweep['iid_expected_modes']:.2f} modes")
     print(f"comparison (Heun, {cmp_steps} Karras steps, S_churn = 0):")
@@ -251,14 +233,5 @@ def run_cli(args) -> int:
     for name, r in signs.items():
         print(f"  one step {name:34s} mean distance grows {r['mean_distance_grows']}/{r['trials']}, "
               f"pairs closer {r['fraction_of_pairs_closer']:.2f}")
-    print(f"wrote {os.path.join(args.out, 'gmm.json')} and {', '.join(paths)} in {result['seconds']:.0f} s")
-    return 0
-
-
-def main(argv=None) -> int:
-    parser = add_arguments(argparse.ArgumentParser(prog="difflab toy gmm", description=__doc__.split("\n")[0]))
-    return run_cli(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    print(f"wrote {os.path.join(out, 'gmm.json')} and {', '.join(paths)} in {result['seconds']:.0f} s")
+    return result
