@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from difflab.data import cache as cache_mod
 from difflab.data import idx as idx_mod
 from difflab.data import mnist
 from difflab.data.idx import DataFileError, idx_bytes, read_idx, read_idx_header, write_idx
@@ -273,7 +274,7 @@ def test_verified_marker_skips_rehash(fake, monkeypatch):
     def boom(path):
         raise AssertionError(f"re-hashed {path}")
 
-    monkeypatch.setattr(mnist, "sha256_file", boom)
+    monkeypatch.setattr(cache_mod, "sha256_file", boom)  # verify_file lives in data/cache.py
     mnist.load_arrays("fake", "train", cache_dir=cache)  # marker matches: no hashing
     p = cache / "fake" / "train-labels-idx1-ubyte"
     os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))  # "modified": must re-hash
