@@ -107,7 +107,7 @@ def problems() -> list[str]:
                 bad.append(f"library module {m} imports {t}")
             elif lm is not None and lt is not None and lt > lm:
                 bad.append(f"upward import: {m} ({LAYERS[lm]}) -> {t} ({LAYERS[lt]})")
-    for m, f in sorted(mods.items()):
+    for _, f in sorted(mods.items()):
         n = f.read_text().count("\n")
         if n > MAX_LINES:
             bad.append(f"{f.relative_to(SRC)} has {n} lines (> {MAX_LINES})")

