@@ -17,6 +17,14 @@ from difflab.recipe import SamplingSpec
 USER_ERRORS: tuple = (ValueError, OSError, KeyError)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the one-line error of every difflab user error: ``difflab: error: ...``, exit 2 (see
+    ``difflab <command> --help`` for the usage)."""
+
+    def error(self, message):
+        self.exit(2, f"difflab: error: {message} (see {self.prog} --help)\n")
+
+
 def _typed(flag: str, kind: str = "int", field: str | None = None, **bounds):
     """An argparse type for ``flag``: parse an int or float, then check it with the one mechanism behind every
     numeric argument (``recipe.check_field`` for SamplingSpec fields, ``utils.check_int/check_float`` else)."""
@@ -115,7 +123,7 @@ def spec_from_args(args) -> SamplingSpec:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="difflab", description="Diffusion models behind one denoiser contract.")
+    ap = Parser(prog="difflab", description="Diffusion models behind one denoiser contract.")
     ap.add_argument("--version", action="version", version="difflab 0.1.0")
     sub = ap.add_subparsers(dest="command", metavar="{data,train,sample,eval,sweep,toy,demo,reproduce}")
 
@@ -197,7 +205,7 @@ EVAL_SUBCOMMANDS = ("prior", "motion", "likelihood")
 
 
 def build_eval_subparser(which: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"difflab eval {which}")
+    p = Parser(prog=f"difflab eval {which}")
     p.add_argument("model", help="run directory or shipped model name")
     p.add_argument("--json", default=None, help="write the results as JSON here")
     if which == "prior":

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from difflab.recipe import SamplingSpec
-from difflab.utils import write_json
+from difflab.utils import check_output_path, write_json
 
 
 def data_fetch(args):
@@ -41,7 +41,9 @@ def sample(args, spec: SamplingSpec):
     from difflab.recipe import sample as draw
     from difflab.viz.grids import save_grid
 
-    out = Path(args.out)
+    out = check_output_path(args.out, "--out", (".png", ".jpg", ".jpeg"))
+    if args.trajectory and Path(args.trajectory).exists() and not Path(args.trajectory).is_dir():
+        raise ValueError(f"--trajectory {args.trajectory}: is a file; give a folder")
     D = load(args.model, device=spec.device, compile=spec.compile)
     cfg = D.difflab_config
     if cfg.model.task != "diffusion":
@@ -77,6 +79,8 @@ def sample(args, spec: SamplingSpec):
 def eval(args, spec: SamplingSpec):  # noqa: A001 - the CLI verb
     from difflab.eval.run import run_eval
 
+    if args.json:
+        check_output_path(args.json, "--json")
     write_json(run_eval(args.model, spec, args.metrics, n=args.n, real=args.real, ref=args.ref, mask=args.mask),
                args.json)
 
@@ -84,12 +88,16 @@ def eval(args, spec: SamplingSpec):  # noqa: A001 - the CLI verb
 def eval_prior(args, spec: SamplingSpec):
     from difflab.experiments.motion import run_prior
 
+    if args.json:
+        check_output_path(args.json, "--json")
     write_json(run_prior(args.model, spec, args.sequences, args.samples, p_right=args.p_right), args.json)
 
 
 def eval_motion(args, spec: SamplingSpec):
     from difflab.experiments.motion import run_motion
 
+    if args.json:
+        check_output_path(args.json, "--json")
     write_json(run_motion(args.model, spec, args.sequences, args.samples, out=args.out), args.json)
 
 

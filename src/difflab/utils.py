@@ -94,3 +94,21 @@ def write_json(obj, path, *, indent: int = 2, sort_keys: bool = True) -> Path | 
     tmp.write_text(json.dumps(obj, indent=indent, sort_keys=sort_keys, default=_json_default))
     os.replace(tmp, path)
     return path
+
+
+def check_output_path(path, flag: str = "--out", suffixes: tuple = ()) -> Path:
+    """Validate an output file before any work: not an existing folder, a wanted suffix, and a parent folder that
+    exists or can be created and is writable. The error names the flag and the path."""
+    p = Path(path)
+    if p.is_dir():
+        raise ValueError(f"{flag} {p}: is a folder; give a file name")
+    if suffixes and p.suffix.lower() not in suffixes:
+        raise ValueError(f"{flag} {p}: the file must end in {' or '.join(suffixes)}")
+    parent = p.resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {p}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"{flag} {p}: cannot write in {parent}")
+    return p

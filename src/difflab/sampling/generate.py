@@ -9,6 +9,7 @@ generator alone, so sample ``k`` is the same whether it is drawn alone, in any b
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -44,10 +45,52 @@ def _slice_cond(cond: dict, n: int, start: int, stop: int) -> dict:
     return out
 
 
+class NonFiniteSamples(ValueError):
+    """A sampler produced NaN or Inf: a user error (bad options or weights), reported instead of written."""
+
+
+def _first_nonfinite_step(fn, D, x, sigmas, gens, guidance, cond, options) -> str:
+    """Where a batch first went non-finite: 'at step i (sigma s)' from the sampler's per-step callback."""
+    seen = {}
+
+    def watch(fields):
+        if "at" in seen:
+            return
+        bad = [k for k in ("x", "denoised") if torch.is_tensor(fields.get(k)) and not torch.isfinite(fields[k]).all()]
+        if bad:
+            seen["at"] = (f"at step {fields.get('i')} (sigma {float(fields.get('sigma', float('nan'))):.4g}, "
+                          f"in {' and '.join(bad)})")
+
+    fn(D, x, sigmas, generator=gens, callback=watch, guidance=guidance, cond=cond, **options)
+    return seen.get("at", "in the last step")
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` (CUDA: free device memory; CPU: available physical memory on Linux), or None."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(n: int, shape, batch_size: int, steps: int, device) -> None:
+    """Refuse sizes that cannot fit before allocating anything: the output (twice: batches and their concatenation),
+    a batch's working set (about 16 copies of it) and the sigma grid, in float32, against :func:`available_memory`."""
+    numel = math.prod(int(s) for s in shape)
+    need = 4 * (2 * n * numel + 16 * min(batch_size, max(n, 1)) * numel) + 16 * (steps + 1)
+    free = available_memory(torch.device(device))
+    if free is not None and need > free:
+        raise ValueError(f"n={n} samples of shape {tuple(shape)} in batches of {batch_size} with {steps} steps need "
+                         f"about {need / 2**30:.3g} GiB, more than the {free / 2**30:.3g} GiB free on {device}; "
+                         "use a smaller --n, --batch-size or --steps")
+
+
 def generate(D, n: int, shape, *, sampler: str = "heun", steps: int = 18, sigma_min: float = 0.002,
              sigma_max: float = 80.0, rho: float = 7.0, grid="karras", seed: int = 0, offset: int = 0,
              cond: dict | None = None, guidance=None, init_noise_scale: float = 1.0, callback=None,
-             batch_size: int | None = None, device=None, **options) -> torch.Tensor:
+             batch_size: int | None = None, device=None, check_finite: bool = True, **options) -> torch.Tensor:
     """Draw ``n`` samples of per-sample ``shape`` (e.g. ``(1, 28, 28)``) with ``SAMPLERS[sampler]``.
 
     - grid: a name for :func:`difflab.sampling.schedules.sigma_grid` ('karras', 'uniform', 'loguniform', 'vp',
@@ -64,6 +107,9 @@ def generate(D, n: int, shape, *, sampler: str = "heun", steps: int = 18, sigma_
       group of particles, so set ``batch_size`` to the particle-group size (or None: one batch) and record it.
     - callback: gets the sampler's per-step dict plus ``batch_start`` (the index of the chunk's first sample).
     - options: passed to the sampler (e.g. ``S_churn``, ``eta``, ``variance``, ``snr``).
+    - check_finite: a batch with a NaN or Inf raises :class:`NonFiniteSamples` naming the first step and sigma
+      where it appeared and the options that made it (one device read per batch; the batch is replayed only to
+      write the message). Sizes are checked against memory before anything is allocated (:func:`check_memory`).
     Returns a float tensor ``[n, *shape]``.
     """
     from difflab.sampling import get_sampler
@@ -78,6 +124,7 @@ def generate(D, n: int, shape, *, sampler: str = "heun", steps: int = 18, sigma_
     check_int("seed", seed)
     check_int("offset", offset)
     device = device_of(D, device)
+    check_memory(n, shape, n if batch_size is None else batch_size, steps if isinstance(grid, str) else 0, device)
     if isinstance(grid, str):
         sigmas = sigma_grid(grid, steps, sigma_min, sigma_max, rho, T=int(member(D, "T", 1000)),
                             beta_schedule=member(D, "beta_schedule", "linear"))
@@ -104,8 +151,20 @@ def generate(D, n: int, shape, *, sampler: str = "heun", steps: int = 18, sigma_
         cb = None
         if callback is not None:
             cb = (lambda s: (lambda fields: callback({**fields, "batch_start": s})))(start)
-        out.append(fn(D, x, sigmas, generator=gens, callback=cb, guidance=guidance,
-                      cond=_slice_cond(cond, n, start, stop), **options))
+        batch_cond = _slice_cond(cond, n, start, stop)
+        xb = fn(D, x, sigmas, generator=gens, callback=cb, guidance=guidance, cond=batch_cond, **options)
+        if check_finite and xb.device.type != "meta" and not bool(torch.isfinite(xb).all()):  # one read per batch
+            # Replay the batch (same generators, so the same draws) to name the first step that went non-finite.
+            gens = make_generators(seed, stop - start, offset=offset + start, device=gen_device)
+            x = randn((stop - start, *shape), generator=gens, device=device) * (float(sigmas[0]) * init_noise_scale)
+            first = _first_nonfinite_step(fn, D, x, sigmas, gens, guidance, batch_cond, options)
+            opts = ", ".join(f"{k}={v}" for k, v in {"sampler": sampler, "steps": steps, **options,
+                                                      "init_noise_scale": init_noise_scale}.items())
+            if guidance is not None:
+                opts += f", guidance={guidance!r}"
+            raise NonFiniteSamples(f"sampling produced non-finite values (NaN or Inf) in samples {offset + start}.."
+                                   f"{offset + stop - 1} (seed {seed}) {first}; nothing was written ({opts})")
+        out.append(xb)
     if not out:
         return torch.zeros((0, *shape), device=device)
     return torch.cat(out)
