@@ -20,8 +20,7 @@ import torch
 
 import difflab
 from difflab import cli
-from difflab.config import ConfigError, load_config
-from difflab.training.checkpoint import (
+from difflab.checkpoint import (
     CheckpointError,
     import_pickle_weights,
     latest_checkpoint,
@@ -30,6 +29,7 @@ from difflab.training.checkpoint import (
     read_tensors,
     save_checkpoint,
 )
+from difflab.config import ConfigError, load_config
 from difflab.training.trainer import Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +178,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, reference, monkeypatch, 
 @pytest.mark.parametrize("mode", ["before_rename", "mid_write"])
 def test_crash_while_checkpointing_keeps_previous_and_resume_is_exact(tmp_path, reference, no_preview,
                                                                       monkeypatch, mode):
-    import difflab.training.checkpoint as ckmod
+    import difflab.checkpoint as ckmod
     import difflab.training.trainer as trmod
 
     out = tmp_path / mode
@@ -439,7 +439,9 @@ def test_nan_loss_skips_steps_then_stops_without_overwriting(tmp_path, no_previe
     assert "3 consecutive non-finite steps at step 6" in one_error_line(err)
     events = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
     skipped = [e for e in events if e.get("event") == "nonfinite_skipped"]
-    assert [e["step"] for e in skipped] == [4, 5, 6] and all(e["loss"] != e["loss"] for e in skipped)
+    # log.jsonl is strict JSON: the NaN loss is written as null and named in "nonfinite".
+    assert [e["step"] for e in skipped] == [4, 5, 6] and all(e["loss"] is None for e in skipped)
+    assert all("loss" in e["nonfinite"] for e in skipped)
     assert not any(e.get("event") == "done" for e in events)
     ckpts = list_checkpoints(out)
     assert [p.name for p in ckpts] == ["ckpt-00000004", "ckpt-00000006"]  # no final save after stopping

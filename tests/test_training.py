@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
+from difflab.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from difflab.config import ConfigError, load_config
-from difflab.training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from difflab.training.trainer import Trainer
 
 

@@ -21,10 +21,10 @@ def data_fetch(args):
 
 def train(args):
     from difflab.config import load_config
-    from difflab.training.trainer import train as run_train
+    from difflab.training.launcher import train as run_train
 
     cfg = load_config(args.config, args.overrides)
-    summary = run_train(cfg, resume=args.resume)
+    summary = run_train(cfg, resume=args.resume, overwrite=getattr(args, "overwrite", False))
     if summary is not None:
         print(json.dumps(summary, indent=2))
 

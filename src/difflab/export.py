@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from difflab.checkpoint import CheckpointError, load_checkpoint
 from difflab.models import SHIPPED_DIR, resolve
-from difflab.training.checkpoint import CheckpointError, load_checkpoint
 
 
 def export_shipped(run_dir, name: str, *, dest_root=None, dtype=torch.float16, ema: bool = True,

@@ -1,4 +1,4 @@
-"""Small shared helpers: broadcasting and sigma handling."""
+"""Small shared helpers: broadcasting, sigma handling, device choice."""
 
 from __future__ import annotations
 
@@ -39,3 +39,12 @@ def check_positive_int(name: str, value, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return value
+
+
+def pick_device(name: str) -> torch.device:
+    """``'auto'`` -> CUDA when available, else the CPU; ``'cuda'`` without a CUDA device is a ValueError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)

@@ -40,7 +40,7 @@ import math
 
 import torch
 
-from difflab.sampling.ode import _ADAPTIVE, _FIXED
+from difflab.sampling.ode import ADAPTIVE_METHODS, FIXED_METHODS
 from difflab.sampling.rng import rand_like, randn_like
 from difflab.utils import as_sigma
 
@@ -100,8 +100,8 @@ def ode_log_likelihood(D, x0: torch.Tensor, sigma_min: float = 0.002, sigma_max:
         raise ValueError(f"n_probes must be an integer >= 1, got {n_probes!r}")
     if not (0 < sigma_min < sigma_max and math.isfinite(sigma_max)):
         raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
-    if solver not in _ADAPTIVE + _FIXED:
-        raise ValueError(f"solver must be one of {_ADAPTIVE + _FIXED}, got {solver!r}")
+    if solver not in ADAPTIVE_METHODS + FIXED_METHODS:
+        raise ValueError(f"solver must be one of {ADAPTIVE_METHODS + FIXED_METHODS}, got {solver!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if not x0.is_floating_point():
@@ -124,7 +124,7 @@ def ode_log_likelihood(D, x0: torch.Tensor, sigma_min: float = 0.002, sigma_max:
         return (x - den).detach(), (d - tr).detach().to(x.dtype)
 
     u = torch.tensor([math.log(sigma_min), math.log(sigma_max)], dtype=x0.dtype, device=x0.device)
-    kw = dict(rtol=rtol, atol=atol) if solver in _ADAPTIVE else dict(options=dict(step_size=float(u[1] - u[0]) / steps))
+    kw = dict(rtol=rtol, atol=atol) if solver in ADAPTIVE_METHODS else dict(options=dict(step_size=float(u[1] - u[0]) / steps))
     state0 = (x0.detach(), torch.zeros(B, dtype=x0.dtype, device=x0.device))
     with torch.no_grad():
         xs, deltas = torchdiffeq.odeint(f, state0, u, method=solver, **kw)
