@@ -436,7 +436,9 @@ def test_nan_loss_skips_steps_then_stops_without_overwriting(tmp_path, no_previe
     monkeypatch.setattr(Trainer, "compute_loss", compute_loss)
     code, err = run_cli(["train", CONFIG, *overrides(out, "max_steps=20", "ckpt_every=2", "max_bad_steps=3")], capsys)
     assert code == 2
-    assert "3 consecutive non-finite steps at step 6" in one_error_line(err)
+    line = one_error_line(err)
+    assert "3 consecutive non-finite steps at step 6" in line
+    assert f"resume from {out / 'checkpoints' / 'ckpt-00000006'} with --resume" in line
     events = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
     skipped = [e for e in events if e.get("event") == "nonfinite_skipped"]
     # log.jsonl is strict JSON: the NaN loss is written as null and named in "nonfinite".
@@ -475,9 +477,13 @@ def test_nonfinite_weights_are_never_checkpointed(tmp_path, no_preview):
     with torch.no_grad():
         next(t.model.parameters()).fill_(float("inf"))
     t.step += 1
-    with pytest.raises(TrainingDiverged, match="non-finite"):
+    with pytest.raises(TrainingDiverged, match="non-finite") as e:
         t.save()
     assert [p.name for p in list_checkpoints(tmp_path / "w")] == ["ckpt-00000001"]
+    # The save is skipped and logged, and the error names the checkpoint to resume from.
+    assert f"resume from {tmp_path / 'w' / 'checkpoints' / 'ckpt-00000001'} with --resume" in str(e.value)
+    last = json.loads((tmp_path / "w" / "log.jsonl").read_text().splitlines()[-1])
+    assert last["event"] == "checkpoint_skipped" and last["step"] == 2 and last["tensor"].startswith("model/")
 
 
 def test_reduced_precision_sampling_has_no_nan(trained_run, tmp_path):

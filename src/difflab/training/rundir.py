@@ -9,9 +9,11 @@
   (never deletes it).
 - :class:`RunLog`: ``log.jsonl`` is strict JSON (RFC 8259 has no NaN): a non-finite number is written as
   ``null`` and its key listed in ``"nonfinite"``. On resume from the checkpoint of step S the log is cut back to
-  what that checkpoint had seen: step records after S (and non-finite-step events of steps >= S, which the resumed
-  run redoes) are dropped, with any half-written last line, then ``{"event": "resumed", "step": S, ...}`` is
-  appended. So every step appears once, and the log describes the training that led to the weights.
+  what that checkpoint had seen: step records after S, non-finite-step events of steps >= S (the resumed run redoes
+  them) and an end-of-run record of more than S steps are dropped, with any half-written last line, then
+  ``{"event": "resumed", "step": S, ...}`` is appended. So every step appears once, and the log describes the
+  training that led to the weights (the dropped records described training whose weights were lost; the resumed
+  run redoes those steps, bit-identically on the CPU).
 """
 
 from __future__ import annotations
@@ -132,8 +134,9 @@ def strict(record: dict) -> dict:
 
 
 def _position(rec: dict) -> int | None:
-    """The number of steps done when a record was written (a non-finite-step event names the step it skipped)."""
-    step = rec.get("step")
+    """The number of steps done when a record was written (a non-finite-step event names the step it skipped;
+    the end-of-run record counts ``steps``)."""
+    step = rec.get("steps") if rec.get("event") == "done" else rec.get("step")
     if not isinstance(step, int) or isinstance(step, bool):
         return None
     return step + 1 if rec.get("event") == "nonfinite_skipped" else step
