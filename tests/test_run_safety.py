@@ -238,3 +238,16 @@ def test_log_is_strict_json_and_a_resume_logs_each_step_once(tmp_path, monkeypat
     assert resumed["step"] == 4 and resumed["checkpoint"] == "ckpt-00000004"
     assert resumed["dropped_records"] == 4  # steps 5, 6, the first 'done', the torn line
     assert log.index(resumed) == 5  # right after step 4's record
+
+
+def test_export_refuses_nonfinite_weights_and_float16_overflow(tmp_path):
+    from difflab.export import export_shipped
+
+    ck = save_checkpoint(tmp_path / "ck", config={}, model={"w": torch.tensor([1.0, 1e6])})
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor 'w' overflows torch\.float16"):
+        export_shipped(ck, "m", dest_root=tmp_path / "ship", ema=False)
+    assert (export_shipped(ck, "m", dest_root=tmp_path / "ship", ema=False, dtype=torch.float32) / "config.json").exists()
+    bad = save_checkpoint(tmp_path / "bad", config={}, model={"w": torch.tensor([float("nan")])})
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: tensor 'w' holds non-finite values"):
+        export_shipped(bad, "b", dest_root=tmp_path / "ship", ema=False)
+    assert not (tmp_path / "ship" / "b").exists()

@@ -105,6 +105,8 @@ class Trainer:
         if resume and latest_checkpoint(self.run_dir) is not None:
             self._resume()
         elif cfg.train.init_from:
+            if resume:  # no checkpoint yet: cut back the log of a run that never reached one
+                self.runlog.resumed(0, None)
             self._init_from(cfg.train.init_from)
         elif resume:
             self._resume()
