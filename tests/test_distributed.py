@@ -16,11 +16,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from difflab.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from difflab.config import load_config
 from difflab.diffusion.losses import BatchShare, EDMLoss, EpsLoss, drop_labels, randn_rows
 from difflab.diffusion.precond import EDMPrecond, VPEpsPrecond
 from difflab.sampling.rng import make_generator
-from difflab.training.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint
 from difflab.training.distributed import dist_env, shard_indices, train_distributed
 from difflab.training.trainer import Trainer
 
@@ -111,7 +111,7 @@ def _ddp_worker(rank: int, world: int, port: int, cfg, err_dir: str):
         os.environ["GLOO_SOCKET_IFNAME"] = "lo"
     torch.set_num_threads(1)
     try:
-        from difflab.training.trainer import train
+        from difflab.training.launcher import train
 
         train(cfg, log=lambda *a: None)  # WORLD_SIZE > 1: dispatches to train_distributed
     except BaseException:
@@ -148,7 +148,7 @@ def single_process_run(tmp_path, monkeypatch):
 
 @pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(), reason="needs fork")
 def test_ddp_two_processes_equals_single_process(tmp_path, single_process_run):
-    """2 processes (gloo on CPU) through trainer.train -> train_distributed equal single-process training on
+    """2 processes (gloo on CPU) through launcher.train -> train_distributed equal single-process training on
     the same global batch within float tolerance. The workers are forked, so they reuse this process's imports
     (the torchrun end-to-end test below is the slow variant)."""
     import multiprocessing as mp

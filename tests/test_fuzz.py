@@ -253,7 +253,7 @@ def test_cli_main_never_raises(tiny_run, tmp_path, monkeypatch):
 
     from difflab import commands
     gen_mod = importlib.import_module("difflab.sampling.generate")  # the module (the package exports the function)
-    trainer_mod = importlib.import_module("difflab.training.trainer")
+    trainer_mod = importlib.import_module("difflab.training.launcher")
 
     for name in ("data_fetch", "demo", "reproduce", "toy_gmm", "sweep", "eval", "eval_prior", "eval_motion",
                  "eval_likelihood"):

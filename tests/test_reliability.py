@@ -20,8 +20,7 @@ import torch
 
 import difflab
 from difflab import cli
-from difflab.config import ConfigError, load_config
-from difflab.training.checkpoint import (
+from difflab.checkpoint import (
     CheckpointError,
     import_pickle_weights,
     latest_checkpoint,
@@ -30,6 +29,7 @@ from difflab.training.checkpoint import (
     read_tensors,
     save_checkpoint,
 )
+from difflab.config import ConfigError, load_config
 from difflab.training.trainer import Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,7 +178,7 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path, reference, monkeypatch, 
 @pytest.mark.parametrize("mode", ["before_rename", "mid_write"])
 def test_crash_while_checkpointing_keeps_previous_and_resume_is_exact(tmp_path, reference, no_preview,
                                                                       monkeypatch, mode):
-    import difflab.training.checkpoint as ckmod
+    import difflab.checkpoint as ckmod
     import difflab.training.trainer as trmod
 
     out = tmp_path / mode
@@ -436,10 +436,14 @@ def test_nan_loss_skips_steps_then_stops_without_overwriting(tmp_path, no_previe
     monkeypatch.setattr(Trainer, "compute_loss", compute_loss)
     code, err = run_cli(["train", CONFIG, *overrides(out, "max_steps=20", "ckpt_every=2", "max_bad_steps=3")], capsys)
     assert code == 2
-    assert "3 consecutive non-finite steps at step 6" in one_error_line(err)
+    line = one_error_line(err)
+    assert "3 consecutive non-finite steps at step 6" in line
+    assert f"resume from {out / 'checkpoints' / 'ckpt-00000006'} with --resume" in line
     events = [json.loads(ln) for ln in (out / "log.jsonl").read_text().splitlines()]
     skipped = [e for e in events if e.get("event") == "nonfinite_skipped"]
-    assert [e["step"] for e in skipped] == [4, 5, 6] and all(e["loss"] != e["loss"] for e in skipped)
+    # log.jsonl is strict JSON: the NaN loss is written as null and named in "nonfinite".
+    assert [e["step"] for e in skipped] == [4, 5, 6] and all(e["loss"] is None for e in skipped)
+    assert all("loss" in e["nonfinite"] for e in skipped)
     assert not any(e.get("event") == "done" for e in events)
     ckpts = list_checkpoints(out)
     assert [p.name for p in ckpts] == ["ckpt-00000004", "ckpt-00000006"]  # no final save after stopping
@@ -473,9 +477,13 @@ def test_nonfinite_weights_are_never_checkpointed(tmp_path, no_preview):
     with torch.no_grad():
         next(t.model.parameters()).fill_(float("inf"))
     t.step += 1
-    with pytest.raises(TrainingDiverged, match="non-finite"):
+    with pytest.raises(TrainingDiverged, match="non-finite") as e:
         t.save()
     assert [p.name for p in list_checkpoints(tmp_path / "w")] == ["ckpt-00000001"]
+    # The save is skipped and logged, and the error names the checkpoint to resume from.
+    assert f"resume from {tmp_path / 'w' / 'checkpoints' / 'ckpt-00000001'} with --resume" in str(e.value)
+    last = json.loads((tmp_path / "w" / "log.jsonl").read_text().splitlines()[-1])
+    assert last["event"] == "checkpoint_skipped" and last["step"] == 2 and last["tensor"].startswith("model/")
 
 
 def test_reduced_precision_sampling_has_no_nan(trained_run, tmp_path):

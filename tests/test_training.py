@@ -5,8 +5,8 @@ import json
 import pytest
 import torch
 
+from difflab.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from difflab.config import ConfigError, load_config
-from difflab.training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
 from difflab.training.trainer import Trainer
 
 
@@ -162,3 +162,64 @@ def test_compiled_training_and_sampling_match_eager(tmp_path, no_preview):
     y = torch.tensor([0, 3, 9, 10])
     with torch.no_grad():
         torch.testing.assert_close(Dc(x, s, class_labels=y), D(x, s, class_labels=y), rtol=1e-4, atol=1e-5)
+
+
+def test_moved_names_keep_their_old_import_paths():
+    """Issue 15 moves: storage to difflab.checkpoint, loaders to difflab.models, pick_device to utils, the ODE
+    method lists public; the old paths are thin aliases of the same objects."""
+    import difflab.checkpoint as ck
+    import difflab.eval.classifier as clf
+    import difflab.models as models
+    import difflab.sampling.ode as ode
+    import difflab.training.checkpoint as old_ck
+    import difflab.training.trainer as trainer
+    import difflab.utils as utils
+
+    for name in ck.__all__:
+        assert getattr(old_ck, name) is getattr(ck, name), name
+    for name in ("load_classifier", "embedding", "model_id", "_CACHE"):
+        assert getattr(clf, name) is getattr(models, name), name
+    assert trainer.pick_device is utils.pick_device and trainer.TrainingDiverged is ck.TrainingDiverged
+    assert ode._ADAPTIVE is ode.ADAPTIVE_METHODS and ode._FIXED is ode.FIXED_METHODS
+    assert utils.pick_device("cpu") == torch.device("cpu")
+
+
+def test_set_sigma_table_is_a_method_of_discrete_time_preconditioners():
+    from difflab.diffusion.precond import VPEpsPrecond
+    from difflab.interop import set_sigma_table
+    from difflab.nets.unet import build_unet
+
+    D = VPEpsPrecond(build_unet("tiny", img_resolution=8, in_channels=1, out_channels=1), T=10,
+                     beta_schedule="cosine")
+    table = torch.linspace(0.1, 5.0, 10, dtype=torch.float64)
+    assert D.set_sigma_table(table) is D and D.sigma_max == 5.0 and torch.equal(D.sigmas_table, table.float())
+    assert set_sigma_table(D, table * 2) is D and D.sigma_min == pytest.approx(0.2)  # the old function
+    with pytest.raises(ValueError, match="increasing table of T=10"):
+        D.set_sigma_table(table.flip(0))
+
+
+@pytest.mark.parametrize("task", ["classifier", "noisy_classifier"])
+def test_ce_objective_equals_the_former_trainer_branch_bit_for_bit(tmp_path, task):
+    """The classifier losses moved from the trainer into losses.py (make_loss('ce')); same draws, same bits."""
+    import torch.nn.functional as F
+
+    from difflab.diffusion.losses import make_loss, objective_from_config, randn_rows
+    from difflab.sampling.rng import make_generator
+
+    cfg = load_config("configs/noisy_classifier.yaml", [f"out={tmp_path}", f"model.task={task}", "batch_size=16"])
+    t = Trainer(cfg, dataset=[(torch.randn(1, 28, 28), i % 10) for i in range(16)])
+    batch = t.get_batch(0)
+    got = objective_from_config(cfg)(t.model, batch, make_generator(0, 2, 0, 0))
+    gen, x0 = make_generator(0, 2, 0, 0), batch["x"]
+    if task == "noisy_classifier":  # the former Trainer.compute_loss, verbatim
+        z = randn_rows((x0.shape[0],), gen, device=x0.device)
+        sigma = (z * cfg.loss.P_std + cfg.loss.P_mean).exp()
+        noise = randn_rows(x0.shape, gen, device=x0.device)
+        logits = t.model(x0 + sigma.view(-1, *[1] * (x0.ndim - 1)) * noise, sigma)
+    else:
+        logits = t.model(x0)
+    assert torch.equal(got, F.cross_entropy(logits, batch["class_labels"]))
+    ce = make_loss("ce", noisy=task == "noisy_classifier", P_mean=cfg.loss.P_mean, P_std=cfg.loss.P_std)
+    per_sample = ce(t.model, x0, {"class_labels": batch["class_labels"]}, generator=make_generator(0, 2, 0, 0))
+    assert per_sample.shape == (16,) and torch.allclose(per_sample.mean(), got)
+    t.close()

@@ -140,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="YAML preset, e.g. configs/tiny.yaml")
     p.add_argument("overrides", nargs="*", help="key=value or section.key=value")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="out already holds a run: move it aside to OUT.old-<timestamp> and start afresh")
 
     p = sub.add_parser("sample", help="draw samples from a run directory or shipped model")
     p.add_argument("model", help="run directory, checkpoint folder or shipped model name")
@@ -266,15 +268,9 @@ def _dispatch(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from difflab.training.checkpoint import CheckpointError
+    from difflab.checkpoint import CheckpointError, TrainingDiverged
 
-    errors = USER_ERRORS + (CheckpointError,)
-    try:
-        from difflab.training.trainer import TrainingDiverged
-
-        errors = errors + (TrainingDiverged,)
-    except ImportError:  # pragma: no cover
-        pass
+    errors = USER_ERRORS + (CheckpointError, TrainingDiverged)
     debug = os.environ.get("DIFFLAB_DEBUG", "").strip() not in ("", "0")
     try:
         return _dispatch(argv)

@@ -28,10 +28,10 @@ def data_verify(args):
 
 def train(args):
     from difflab.config import load_config
-    from difflab.training.trainer import train as run_train
+    from difflab.training.launcher import train as run_train
 
     cfg = load_config(args.config, args.overrides)
-    summary = run_train(cfg, resume=args.resume)
+    summary = run_train(cfg, resume=args.resume, overwrite=getattr(args, "overwrite", False))
     if summary is not None:
         print(json.dumps(summary, indent=2))
 
@@ -104,7 +104,10 @@ def eval_motion(args, spec: SamplingSpec):
 def eval_likelihood(args):
     from difflab.eval.likelihood import run_likelihood
 
-    write_json(run_likelihood(args), args.json)
+    if args.json:
+        check_output_path(args.json, "--json")
+    write_json(run_likelihood(args.model, n=args.n, data=args.data, seed=args.seed, hutchinson=args.hutchinson,
+                              solver=args.solver, rtol=args.rtol, atol=args.atol, batch_size=args.batch_size), args.json)
 
 
 def sweep(args):

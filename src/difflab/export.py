@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from difflab.checkpoint import CheckpointError, load_checkpoint, nonfinite_tensor
 from difflab.models import SHIPPED_DIR, resolve
-from difflab.training.checkpoint import CheckpointError, load_checkpoint
 
 
 def export_shipped(run_dir, name: str, *, dest_root=None, dtype=torch.float16, ema: bool = True,
@@ -37,6 +37,11 @@ def export_shipped(run_dir, name: str, *, dest_root=None, dtype=torch.float16, e
     if unconditional:
         state, config = fold_null_label(state, config)
     out_state = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    part = "ema" if ema else "model"
+    if (bad := nonfinite_tensor(state)) is not None:
+        raise CheckpointError(f"{ck / (part + '.safetensors')}: tensor {bad!r} holds non-finite values; not exporting")
+    if (bad := nonfinite_tensor(out_state)) is not None:
+        raise CheckpointError(f"{ck / (part + '.safetensors')}: tensor {bad!r} overflows {dtype}; export in float32")
     config["out"] = name
     root = Path(dest_root) if dest_root is not None else SHIPPED_DIR
     dest = root / name

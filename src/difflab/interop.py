@@ -157,20 +157,13 @@ def from_diffusers(unet: nn.Module, scheduler, table: str = "diffusers", num_cla
     D.schedule_max_rel_diff = float(((ours - theirs).abs() / theirs).max())
     D.schedule_source = table
     if table == "diffusers":
-        set_sigma_table(D, theirs)
+        D.set_sigma_table(theirs)
     return D
 
 
 def set_sigma_table(D, sigmas: torch.Tensor):
-    """Replace a discrete-time preconditioner's sigma table (t = 0..T-1, increasing) in place."""
-    sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
-    if sigmas.ndim != 1 or sigmas.numel() != D.T or not bool((sigmas[1:] > sigmas[:-1]).all()):
-        raise ValueError(f"need an increasing table of T={D.T} sigmas, got shape {tuple(sigmas.shape)}")
-    device = D.sigmas_table.device
-    D.sigmas_table = sigmas.float().to(device)
-    D.log_sigmas = sigmas.log().float().to(device)
-    D.sigma_min, D.sigma_max = float(sigmas[0]), float(sigmas[-1])
-    return D
+    """Deprecated alias of ``D.set_sigma_table(sigmas)`` (a method of the discrete-time preconditioners)."""
+    return D.set_sigma_table(sigmas)
 
 
 def diffusers_sigma_grid(D, timesteps) -> torch.Tensor:

@@ -1,16 +1,19 @@
-"""Build models from configs and load trained runs or shipped reference models by name."""
+"""Build models from configs and load trained runs or shipped reference models by name; the cached classifier
+and embedding loaders the evaluation and guidance code share (moved here from difflab.eval.classifier)."""
 
 from __future__ import annotations
 
+import hashlib
+import sys
 from pathlib import Path
 
 import torch
 
+from difflab.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_into, read_tensors
 from difflab.config import Config, ConfigError, from_dict
 from difflab.diffusion.precond import make_precond
 from difflab.nets.classifier import DigitClassifier
 from difflab.nets.unet import build_unet
-from difflab.training.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, read_tensors
 
 SHIPPED_DIR = Path(__file__).parent / "models"
 SHIPPED = ["mnist-cond", "mnist-uncond", "smmnist-horizontal-0.5", "smmnist-horizontal-0.7",
@@ -43,9 +46,21 @@ def build_model(cfg: Config) -> torch.nn.Module:
     return make_precond("ve", net, sigma_min=m.sigma_min, sigma_max=m.sigma_max, sigma_data=m.sigma_data)
 
 
+_WARNED: set = set()
+
+
+def _warn_once(msg: str):
+    if msg not in _WARNED:
+        _WARNED.add(msg)
+        print(msg, file=sys.stderr)
+
+
 def resolve(model: str | Path) -> Path:
     """A run directory, a checkpoint folder, or a shipped model name -> a checkpoint folder."""
     p = Path(model)
+    if str(model) in SHIPPED and p.exists() and (SHIPPED_DIR / str(model) / "config.json").exists():
+        _warn_once(f"difflab: warning: the local folder {p.resolve()} shadows the shipped model {str(model)!r}; "
+                   f"loading the local folder (pass {SHIPPED_DIR / str(model)} for the shipped one)")
     if str(model) in SHIPPED and not p.exists():
         p = SHIPPED_DIR / str(model)
         if not (p / "config.json").exists():
@@ -77,12 +92,8 @@ def load(model: str | Path, ema: bool = True, device="cpu", dtype=torch.float32,
     except ConfigError as e:
         raise CheckpointError(f"{ck / 'config.json'}: incompatible config: {e}") from e
     net = build_model(cfg)
-    state = data["ema"] if (ema and data["ema"] is not None) else data["model"]
-    state = {k: v.float() for k, v in state.items()}
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        raise CheckpointError(f"{ck}: weights do not match the config's network: {str(e)[:300]}") from e
+    part = "ema" if (ema and data["ema"] is not None) else "model"
+    load_into(net, data[part], ck / f"{part}.safetensors", "the config's network")
     net = net.to(device=device, dtype=dtype).eval()
     net.requires_grad_(False)
     net.difflab_config = cfg
@@ -93,9 +104,9 @@ def load(model: str | Path, ema: bool = True, device="cpu", dtype=torch.float32,
 
 
 def model_shape(D) -> tuple:
-    """The per-sample shape ``(C * P, H, W)`` a loaded diffusion model D generates (P predicted frames of C
-    channels; P = 1 for images)."""
-    cfg = getattr(D, "difflab_config", None)
+    """The per-sample shape ``(C * P, H, W)`` a loaded diffusion model D (or a Config) generates (P predicted
+    frames of C channels; P = 1 for images)."""
+    cfg = D if isinstance(D, Config) else getattr(D, "difflab_config", None)
     if cfg is None:
         raise ValueError("this denoiser has no difflab_config: load it with difflab.load(...) or give the shape")
     return (cfg.model.channels * cfg.data.pred_frames, cfg.data.size, cfg.data.size)
@@ -111,4 +122,63 @@ def num_classes(D) -> int:
     return int(k or 0)
 
 
-__all__ = ["SHIPPED", "build_model", "load", "model_shape", "num_classes", "read_tensors", "resolve"]
+# -- cached loaders for evaluation and guidance ------------------------------------------------------------
+
+_CACHE: dict = {}
+
+
+def load_classifier(model="digit-classifier", device=None):
+    """A classifier by shipped name / run directory (cached per process), or a module passed through.
+    ``device=None`` loads a named classifier on CUDA when there is one (a module stays where it is)."""
+    if isinstance(model, torch.nn.Module):
+        return (model if device is None else model.to(device)).eval()
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    key = (str(model), str(device))
+    if key not in _CACHE:
+        net = load(model, device=device)
+        cfg = getattr(net, "difflab_config", None)
+        if cfg is not None and cfg.model.task == "diffusion":
+            raise ValueError(f"{model} is a diffusion model, not a classifier")
+        _CACHE[key] = net
+    return _CACHE[key]
+
+
+def param_device(model) -> torch.device:
+    """The device of a module's first parameter (the CPU for a module without parameters)."""
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def embedding(model="digit-features", device=None):
+    """A differentiable ``features(x) -> [B, F]`` for particle guidance's feature kernel (Corso et al. 2023 compare
+    particles in a learned embedding, DINO there): the classifier's penultimate embedding of images in [-1, 1].
+    Unlike :func:`difflab.eval.classifier.prepare` nothing is clamped, so the gradient reaches every pixel.
+    Parameters are frozen."""
+    net = load_classifier(model, device)
+    if not hasattr(net, "features"):
+        raise ValueError(f"{model}: a feature kernel needs a classifier with a .features(x) embedding")
+    net.requires_grad_(False)
+
+    def features(x: torch.Tensor) -> torch.Tensor:
+        x = x[:, None] if x.ndim == 3 else x
+        return net.features(x.to(param_device(net), torch.float32)).flatten(1).to(x.device)
+
+    return features
+
+
+def model_id(model) -> str:
+    """A short identity for caches: the shipped/run name plus a hash of the weights."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
+    path = getattr(model, "difflab_path", None)
+    name = Path(path).name if path else type(model).__name__.lower()
+    if name.startswith("ckpt-") and path:
+        name = Path(path).parent.parent.name + "-" + name
+    return f"{name}-{h.hexdigest()[:10]}"
+
+
+__all__ = ["SHIPPED", "build_model", "embedding", "load", "load_classifier", "model_id", "model_shape",
+           "num_classes", "param_device", "read_tensors", "resolve"]

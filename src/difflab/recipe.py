@@ -191,7 +191,7 @@ class SamplingSpec:
         if self.pg_weight:
             features = None
             if self.pg_kernel == "feature":
-                from difflab.eval.classifier import embedding  # TODO(#15): models.embedding after the loader move
+                from difflab.models import embedding
 
                 features = embedding(self.pg_features or "digit-features", device=self.device)
             out.append(ParticleGuidance(weight=self.pg_weight, kernel=self.pg_kernel, variant=self.pg_variant,

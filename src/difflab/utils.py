@@ -1,4 +1,4 @@
-"""Small shared helpers: broadcasting, sigma handling, argument checks, atomic JSON, the device."""
+"""Small shared helpers: broadcasting, sigma handling, argument checks, atomic JSON, device choice."""
 
 from __future__ import annotations
 
@@ -112,3 +112,10 @@ def check_output_path(path, flag: str = "--out", suffixes: tuple = ()) -> Path:
     if not os.access(parent, os.W_OK):
         raise ValueError(f"{flag} {p}: cannot write in {parent}")
     return p
+def pick_device(name: str) -> torch.device:
+    """``'auto'`` -> CUDA when available, else the CPU; ``'cuda'`` without a CUDA device is a ValueError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)

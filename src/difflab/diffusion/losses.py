@@ -3,8 +3,12 @@
 - ``eps_mse``: the simple DDPM loss ||eps - eps_hat||^2 (Ho et al. 2020, eq. 14), eps_hat = (x - D(x))/sigma;
 - ``eps_l1``: the same with |.| (the NTNU MNIST paper's choice);
 - ``edm``: lambda(sigma) ||D(x0 + sigma n; sigma) - x0||^2 with lambda = (sigma^2 + sd^2)/(sigma sd)^2 and
-  ln sigma ~ N(P_mean, P_std^2) (Karras et al. 2022, eq. 8 and Table 1).
-Losses are means over all non-batch dims.
+  ln sigma ~ N(P_mean, P_std^2) (Karras et al. 2022, eq. 8 and Table 1);
+- ``ce``: cross-entropy of a classifier ``C(x) -> logits`` against ``cond["class_labels"]``; with ``noisy=True``
+  the noise-conditional classifier of classifier guidance (Dhariwal & Nichol 2021, Sec. 4), ``C(x0 + sigma n,
+  sigma)`` with ln sigma ~ N(P_mean, P_std^2) as EDM's training distribution.
+Losses are means over all non-batch dims. :class:`Objective` is what the trainer minimises for one batch: the
+conditioning of the task (per-sample label dropout for diffusion models), then the batch mean of the loss.
 
 ``generator`` is one torch.Generator (rows drawn together), a list with one generator per sample, or a
 :class:`BatchShare` (data-parallel training: every process draws the noise of the whole global batch from the
@@ -17,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from difflab.utils import append_dims
 
@@ -113,7 +118,34 @@ def edm_loss(P_mean=-1.2, P_std=1.2, sigma_data=None):
     return EDMLoss(P_mean, P_std, sigma_data)
 
 
-LOSSES = {"eps_mse": eps_mse_loss, "eps_l1": eps_l1_loss, "edm": edm_loss}
+class CELoss:
+    """Cross-entropy of a classifier against ``cond["class_labels"]``; ``noisy=True``: on x0 + sigma n with
+    ln sigma ~ N(P_mean, P_std^2), the classifier told sigma (Dhariwal & Nichol 2021, Sec. 4)."""
+
+    def __init__(self, noisy: bool = False, P_mean: float = -1.2, P_std: float = 1.2):
+        self.noisy, self.P_mean, self.P_std = bool(noisy), float(P_mean), float(P_std)
+
+    def logits(self, C, x0, generator=None):
+        if not self.noisy:
+            return C(x0)
+        z = randn_rows((x0.shape[0],), generator, device=x0.device)
+        sigma = (z * self.P_std + self.P_mean).exp()
+        x, _ = _noised(C, x0, sigma, generator)
+        return C(x, sigma)
+
+    def __call__(self, C, x0, cond=None, generator=None):
+        return F.cross_entropy(self.logits(C, x0, generator), cond["class_labels"], reduction="none")
+
+    def mean(self, C, x0, cond=None, generator=None):
+        """The batch mean through cross_entropy's own mean reduction (bit-identical to the earlier trainer's)."""
+        return F.cross_entropy(self.logits(C, x0, generator), cond["class_labels"])
+
+
+def ce_loss(noisy=False, P_mean=-1.2, P_std=1.2):
+    return CELoss(noisy, P_mean, P_std)
+
+
+LOSSES = {"eps_mse": eps_mse_loss, "eps_l1": eps_l1_loss, "edm": edm_loss, "ce": ce_loss}
 
 
 def make_loss(name: str, **kwargs):
@@ -131,3 +163,41 @@ def drop_labels(labels: torch.Tensor, p: float, null_label: int, generator=None)
         return labels
     keep = draw_rows(lambda k, g: torch.rand(k, generator=g, device=labels.device), generator, labels.shape[0]) >= p
     return torch.where(keep, labels, torch.full_like(labels, null_label))
+
+
+class Objective:
+    """The trainer's loss for one batch ``{"x", "class_labels"?, "cond_frames"?}``, per ``model.task``:
+
+    - ``diffusion``: class labels with per-sample dropout (to ``num_classes``, the null label) when the model is
+      class-conditional, conditioning frames as they are, then the batch mean of the diffusion loss;
+    - ``classifier`` / ``noisy_classifier``: the batch mean of the ``ce`` loss against the labels.
+
+    Random draws, in this order, from ``generator``: label dropout, then the loss's own (sigma, noise)."""
+
+    def __init__(self, loss, task: str = "diffusion", num_classes: int = 0, label_dropout: float = 0.0):
+        self.loss, self.task = loss, task
+        self.num_classes, self.label_dropout = int(num_classes), float(label_dropout)
+
+    def __call__(self, model, batch: dict, generator=None) -> torch.Tensor:
+        cond = {}
+        if self.task != "diffusion":
+            cond["class_labels"] = batch["class_labels"]
+        else:
+            if self.num_classes > 0 and "class_labels" in batch:
+                cond["class_labels"] = drop_labels(batch["class_labels"], self.label_dropout, self.num_classes,
+                                                   generator=generator)
+            if "cond_frames" in batch:
+                cond["cond_frames"] = batch["cond_frames"]
+        if hasattr(self.loss, "mean"):
+            return self.loss.mean(model, batch["x"], cond, generator=generator)
+        return self.loss(model, batch["x"], cond, generator=generator).mean()
+
+
+def objective_from_config(cfg) -> Objective:
+    """The :class:`Objective` of a difflab.config.Config (model.task, loss.*, train.label_dropout)."""
+    task, loss = cfg.model.task, cfg.loss
+    if task == "diffusion":
+        fn = make_loss(loss.name, **({"P_mean": loss.P_mean, "P_std": loss.P_std} if loss.name == "edm" else {}))
+    else:
+        fn = make_loss("ce", noisy=task == "noisy_classifier", P_mean=loss.P_mean, P_std=loss.P_std)
+    return Objective(fn, task, cfg.model.num_classes, cfg.train.label_dropout)

@@ -107,6 +107,18 @@ class _DiscreteTime(Precond):
         t = torch.randint(0, self.T, (n,), generator=generator, device=device)
         return self.sigmas_table.to(t.device)[t]
 
+    def set_sigma_table(self, sigmas: torch.Tensor):
+        """Replace the sigma table (t = 0..T-1, increasing) in place, e.g. with a diffusers scheduler's own
+        float32 ``alphas_cumprod`` (difflab.interop.from_diffusers). Returns self."""
+        sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
+        if sigmas.ndim != 1 or sigmas.numel() != self.T or not bool((sigmas[1:] > sigmas[:-1]).all()):
+            raise ValueError(f"need an increasing table of T={self.T} sigmas, got shape {tuple(sigmas.shape)}")
+        device = self.sigmas_table.device
+        self.sigmas_table = sigmas.float().to(device)
+        self.log_sigmas = sigmas.log().float().to(device)
+        self.sigma_min, self.sigma_max = float(sigmas[0]), float(sigmas[-1])
+        return self
+
 
 class VPEpsPrecond(_DiscreteTime):
     """DDPM eps-prediction (Ho et al. 2020) in sigma-space (Karras et al. 2022, Table 1, 'VP'/iDDPM column):

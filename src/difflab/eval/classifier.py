@@ -1,4 +1,5 @@
-"""The digit classifier as an evaluation tool: loading (cached), Otsu background masking, logits, accuracy.
+"""The digit classifier as an evaluation tool: Otsu background masking, logits, accuracy (the cached loaders live in
+difflab.models and are re-exported here).
 
 Images are ``[N, 1, H, W]`` in [-1, 1], the range generated samples and :func:`difflab.data.get_dataset` use and
 the range the classifier was trained on (DESIGN.md §4: never feed it differently normalised images).
@@ -11,61 +12,13 @@ are classified; real MNIST is almost unchanged by it.
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 import torch
 
+# The loaders moved to difflab.models (issue 15: below eval); re-exported here for old imports.
+from difflab.models import _CACHE, embedding, load_classifier, model_id  # noqa: F401
+from difflab.models import param_device as _param_device
+
 MASKS = (None, "none", "otsu")
-_CACHE: dict = {}
-
-
-def load_classifier(model="digit-classifier", device=None):
-    """A classifier by shipped name / run directory (cached per process), or a module passed through.
-    ``device=None`` loads a named classifier on CUDA when there is one (a module stays where it is)."""
-    if isinstance(model, torch.nn.Module):
-        return (model if device is None else model.to(device)).eval()
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    key = (str(model), str(device))
-    if key not in _CACHE:
-        import difflab
-
-        net = difflab.load(model, device=device)
-        cfg = getattr(net, "difflab_config", None)
-        if cfg is not None and cfg.model.task == "diffusion":
-            raise ValueError(f"{model} is a diffusion model, not a classifier")
-        _CACHE[key] = net
-    return _CACHE[key]
-
-
-def embedding(model="digit-features", device=None):
-    """A differentiable ``features(x) -> [B, F]`` for particle guidance's feature kernel (Corso et al. 2023 compare
-    particles in a learned embedding, DINO there): the classifier's penultimate embedding of images in [-1, 1].
-    Unlike :func:`prepare` nothing is clamped, so the gradient reaches every pixel. Parameters are frozen."""
-    net = load_classifier(model, device)
-    if not hasattr(net, "features"):
-        raise ValueError(f"{model}: a feature kernel needs a classifier with a .features(x) embedding")
-    net.requires_grad_(False)
-
-    def features(x: torch.Tensor) -> torch.Tensor:
-        x = x[:, None] if x.ndim == 3 else x
-        return net.features(x.to(_param_device(net), torch.float32)).flatten(1).to(x.device)
-
-    return features
-
-
-def model_id(model) -> str:
-    """A short identity for caches: the shipped/run name plus a hash of the weights."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().float().numpy().tobytes())
-    path = getattr(model, "difflab_path", None)
-    name = Path(path).name if path else type(model).__name__.lower()
-    if name.startswith("ckpt-") and path:
-        name = Path(path).parent.parent.name + "-" + name
-    return f"{name}-{h.hexdigest()[:10]}"
 
 
 def otsu_mask(x: torch.Tensor) -> torch.Tensor:
@@ -88,11 +41,6 @@ def prepare(x: torch.Tensor, mask=None) -> torch.Tensor:
         x = x[:, None]
     x = x.float().clamp(-1, 1)
     return otsu_mask(x) if mask == "otsu" else x
-
-
-def _param_device(model):
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
 
 
 @torch.no_grad()

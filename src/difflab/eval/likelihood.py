@@ -40,7 +40,7 @@ import math
 
 import torch
 
-from difflab.sampling.ode import _ADAPTIVE, _FIXED
+from difflab.sampling.ode import ADAPTIVE_METHODS, FIXED_METHODS
 from difflab.sampling.rng import rand_like, randn_like
 from difflab.utils import as_sigma
 
@@ -100,8 +100,8 @@ def ode_log_likelihood(D, x0: torch.Tensor, sigma_min: float = 0.002, sigma_max:
         raise ValueError(f"n_probes must be an integer >= 1, got {n_probes!r}")
     if not (0 < sigma_min < sigma_max and math.isfinite(sigma_max)):
         raise ValueError(f"need 0 < sigma_min < sigma_max, got sigma_min={sigma_min}, sigma_max={sigma_max}")
-    if solver not in _ADAPTIVE + _FIXED:
-        raise ValueError(f"solver must be one of {_ADAPTIVE + _FIXED}, got {solver!r}")
+    if solver not in ADAPTIVE_METHODS + FIXED_METHODS:
+        raise ValueError(f"solver must be one of {ADAPTIVE_METHODS + FIXED_METHODS}, got {solver!r}")
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
     if not x0.is_floating_point():
@@ -124,7 +124,7 @@ def ode_log_likelihood(D, x0: torch.Tensor, sigma_min: float = 0.002, sigma_max:
         return (x - den).detach(), (d - tr).detach().to(x.dtype)
 
     u = torch.tensor([math.log(sigma_min), math.log(sigma_max)], dtype=x0.dtype, device=x0.device)
-    kw = dict(rtol=rtol, atol=atol) if solver in _ADAPTIVE else dict(options=dict(step_size=float(u[1] - u[0]) / steps))
+    kw = dict(rtol=rtol, atol=atol) if solver in ADAPTIVE_METHODS else dict(options=dict(step_size=float(u[1] - u[0]) / steps))
     state0 = (x0.detach(), torch.zeros(B, dtype=x0.dtype, device=x0.device))
     with torch.no_grad():
         xs, deltas = torchdiffeq.odeint(f, state0, u, method=solver, **kw)
@@ -181,7 +181,8 @@ def bits_per_dim(D, images: torch.Tensor, sigma_min: float = 0.002, sigma_max: f
     return total / n_dequant
 
 
-def run_likelihood(args) -> dict:
+def run_likelihood(model, *, n: int = 64, data: str = "mnist:test", seed: int = 0, hutchinson: str = "rademacher",
+                   solver: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5, batch_size: int = 16) -> dict:
     """``difflab eval likelihood MODEL --n N --data SPEC``: bits/dim of the first N images of SPEC under MODEL.
 
     Each image gets its own generator, seeded ``(seed, 7, i)``, for its dequantisation noise and probes, so the
@@ -194,29 +195,29 @@ def run_likelihood(args) -> dict:
     from difflab.eval.features import dataset_images
     from difflab.sampling.rng import make_generator
 
-    D = difflab.load(args.model)
+    D = difflab.load(model)
     cfg = D.difflab_config
     if cfg.model.task != "diffusion" or cfg.data.cond_frames:
-        raise ValueError(f"{args.model}: bits/dim needs an unconditional or class-conditional diffusion model "
+        raise ValueError(f"{model}: bits/dim needs an unconditional or class-conditional diffusion model "
                          f"(task={cfg.model.task}, cond_frames={cfg.data.cond_frames})")
-    images, labels = dataset_images(args.data, args.n)
+    images, labels = dataset_images(data, n)
     want = (cfg.model.channels, cfg.data.size, cfg.data.size)
     if tuple(images.shape[1:]) != want:
-        raise ValueError(f"--data {args.data} gives images of shape {tuple(images.shape[1:])}, the model takes {want}")
+        raise ValueError(f"--data {data} gives images of shape {tuple(images.shape[1:])}, the model takes {want}")
     t0, bpd = time.time(), []
-    for i in range(0, images.shape[0], args.batch_size):
-        x = images[i:i + args.batch_size]
-        gens = [make_generator(args.seed, 7, i + j) for j in range(x.shape[0])]
+    for i in range(0, images.shape[0], batch_size):
+        x = images[i:i + batch_size]
+        gens = [make_generator(seed, 7, i + j) for j in range(x.shape[0])]
         cond = {"class_labels": labels[i:i + x.shape[0]].long()} if cfg.model.num_classes else None
         bpd.append(bits_per_dim(D, x, cfg.model.sigma_min, cfg.model.sigma_max, generator=gens, cond=cond,
-                                hutchinson=args.hutchinson, solver=args.solver, rtol=args.rtol, atol=args.atol))
+                                hutchinson=hutchinson, solver=solver, rtol=rtol, atol=atol))
     b = torch.cat(bpd)
-    res = {"model": str(args.model), "data": args.data, "n": int(b.numel()),
+    res = {"model": str(model), "data": data, "n": int(b.numel()),
            "bits_per_dim": float(b.mean()), "bits_per_dim_se": float(b.std() / math.sqrt(b.numel())) if b.numel() > 1
-           else None, "conditional_on_labels": bool(cfg.model.num_classes), "hutchinson": args.hutchinson,
-           "solver": args.solver, "rtol": args.rtol, "atol": args.atol, "seed": args.seed,
+           else None, "conditional_on_labels": bool(cfg.model.num_classes), "hutchinson": hutchinson,
+           "solver": solver, "rtol": rtol, "atol": atol, "seed": seed,
            "wall_s": time.time() - t0}
     se = f" +- {res['bits_per_dim_se']:.3f}" if res["bits_per_dim_se"] is not None else ""
-    print(f"bits/dim of {res['n']} images of {args.data} under {args.model}: {res['bits_per_dim']:.3f}{se} "
-          f"({args.solver}, Hutchinson {args.hutchinson}, {res['wall_s']:.1f} s)")
+    print(f"bits/dim of {res['n']} images of {data} under {model}: {res['bits_per_dim']:.3f}{se} "
+          f"({solver}, Hutchinson {hutchinson}, {res['wall_s']:.1f} s)")
     return res

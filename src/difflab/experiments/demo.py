@@ -35,7 +35,7 @@ def demo_train(out: Path, budget_s: float | None = None) -> dict:
     """Fetch MNIST, train the `mini` class-conditional model for a time budget, sample one row per digit."""
     from difflab.config import load_config
     from difflab.data.mnist import fetch
-    from difflab.training.trainer import train
+    from difflab.training.launcher import train
     from difflab.viz.grids import save_grid
 
     t0 = time.time()

@@ -16,8 +16,9 @@ import torch
 from difflab.sampling.base import check_options, check_sigmas, denoise, guided, report
 from difflab.sampling.edm import sample_euler, sample_heun
 
-_ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
-_FIXED = ("rk4", "euler", "midpoint", "heun3")
+ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")  # torchdiffeq, with rtol / atol
+FIXED_METHODS = ("rk4", "euler", "midpoint", "heun3")  # torchdiffeq, one step per grid interval
+_ADAPTIVE, _FIXED = ADAPTIVE_METHODS, FIXED_METHODS  # old private names (aliases)
 
 
 def sample_ode_euler(D, x, sigmas, *, generator=None, callback=None, guidance=None, cond=None, **options):
@@ -49,8 +50,8 @@ def sample_ode(D, x, sigmas, *, generator=None, callback=None, guidance=None, me
 
     check_options("ode", options, set())
     sigmas = check_sigmas(sigmas)
-    if method not in _ADAPTIVE + _FIXED:
-        raise ValueError(f"method must be one of {_ADAPTIVE + _FIXED}, got {method!r}")
+    if method not in ADAPTIVE_METHODS + FIXED_METHODS:
+        raise ValueError(f"method must be one of {ADAPTIVE_METHODS + FIXED_METHODS}, got {method!r}")
     if not (rtol > 0 and atol > 0):
         raise ValueError(f"rtol and atol must be > 0, got rtol={rtol}, atol={atol}")
     pos = sigmas[:-1]
@@ -67,7 +68,7 @@ def sample_ode(D, x, sigmas, *, generator=None, callback=None, guidance=None, me
     # Integrate from sigmas[0] down to sigmas[-2] in u = ln sigma.
     u = pos.double().log().to(x.device, x.dtype)
     if len(u) > 1:
-        kw = dict(rtol=rtol, atol=atol) if method in _ADAPTIVE else {}
+        kw = dict(rtol=rtol, atol=atol) if method in ADAPTIVE_METHODS else {}
         xs = torchdiffeq.odeint(f, x, u, method=method, **kw)
     else:
         xs = x[None]

@@ -4,7 +4,7 @@ Launch with torchrun (it sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_
 
     torchrun --nproc_per_node=2 -m difflab train configs/mnist_cond.yaml train.batch_size=128
 
-``difflab.training.trainer.train`` sees WORLD_SIZE > 1 and calls :func:`train_distributed`: one process per
+``difflab.training.launcher.train`` sees WORLD_SIZE > 1 and calls :func:`train_distributed`: one process per
 rank, gloo on the CPU and NCCL on CUDA (one GPU per local rank). ``train.batch_size`` is the *global* batch:
 rank r trains on rows ``r::world_size`` of it (so it must divide evenly), draws the global batch's noise and
 keeps the same rows, and DDP averages the gradients. With equal shares one DDP step therefore equals one
@@ -20,6 +20,9 @@ import os
 
 import torch
 import torch.distributed as dist
+
+from difflab.training.trainer import Trainer
+from difflab.utils import pick_device
 
 __all__ = ["dist_env", "shard_indices", "train_distributed"]
 
@@ -54,10 +57,9 @@ def dist_env() -> tuple[int, int, int]:
     return rank, world, local_rank
 
 
-def train_distributed(cfg, resume: bool = False, dataset=None, log=print) -> dict | None:
-    """Run :class:`~difflab.training.trainer.Trainer` on this rank under DDP; rank 0 returns the summary."""
-    from difflab.training.trainer import Trainer, pick_device
-
+def train_distributed(cfg, resume: bool = False, dataset=None, log=print, overwrite: bool = False) -> dict | None:
+    """Run :class:`~difflab.training.trainer.Trainer` on this rank under DDP; rank 0 returns the summary.
+    Rank 0 locks the run folder and applies the fresh-run / ``overwrite`` policy (difflab.training.rundir)."""
     rank, world, local_rank = dist_env()
     if cfg.train.batch_size % world:
         raise ValueError(f"train.batch_size={cfg.train.batch_size} must be divisible by the number of processes "
@@ -76,7 +78,7 @@ def train_distributed(cfg, resume: bool = False, dataset=None, log=print) -> dic
     quiet = (lambda *a, **k: None)
     try:
         trainer = Trainer(cfg, dataset=dataset, resume=resume, rank=rank, world_size=world,
-                          log=log if rank == 0 else quiet)
+                          log=log if rank == 0 else quiet, overwrite=overwrite)
         if rank == 0:
             log(f"DDP: {world} processes, backend {backend}, global batch {cfg.train.batch_size} "
                 f"({cfg.train.batch_size // world} per rank)")

@@ -4,49 +4,47 @@ periodic sample grids, atomic checkpoints and exact resume.
 Everything random comes from (seed, epoch, step): the data order of epoch e from (seed, 1, e), the noise of
 step s from (seed, 2, s, 0), and dropout from a global seed set from (seed, 3, s) before each step. A run
 killed at any point and resumed from its newest complete checkpoint reproduces the uninterrupted run
-bit-for-bit on the CPU. Under DDP (``torchrun``, see difflab.training.distributed) rank r trains on rows
-r::world_size of the global batch, and every rank draws the global batch's noise and keeps the same rows,
-so sample j's noise does not depend on the number of processes (dropout masks do; presets use none).
+bit-for-bit on the CPU. With ``world_size > 1`` (set up by difflab.training.distributed; the launcher,
+difflab.training.launcher, picks single process or DDP) rank r trains on rows r::world_size of the global batch,
+and every rank draws the global batch's noise and keeps the same rows, so sample j's noise does not depend on the
+number of processes (dropout masks do; presets use none).
+
+The run folder is locked for the trainer's life and a fresh run never reuses an old one
+(difflab.training.rundir); the loss of each task is difflab.diffusion.losses.Objective; which checkpoint a
+resume starts from, and whether it may, is difflab.checkpoint.resume_checkpoint.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
-from difflab.config import Config, ConfigError, from_dict
-from difflab.diffusion.losses import BatchShare, drop_labels, make_loss, randn_rows
-from difflab.models import build_model
-from difflab.sampling.rng import derive_seed, make_generator
-from difflab.training.checkpoint import (
+from difflab.checkpoint import (
     CheckpointError,
+    TrainingDiverged,
     latest_checkpoint,
-    list_checkpoints,
+    latest_finite_checkpoint,
     load_checkpoint,
+    load_into,
+    nonfinite_tensor,
     optimizer_from_tensors,
     optimizer_to_tensors,
     prune_checkpoints,
+    resume_checkpoint,
     save_checkpoint,
 )
+from difflab.config import Config, ConfigError
+from difflab.diffusion.losses import BatchShare, objective_from_config
+from difflab.models import build_model, model_shape
+from difflab.sampling.rng import derive_seed, make_generator
+from difflab.training.rundir import RunLog, claim_run_dir
+from difflab.utils import pick_device
 
-
-class TrainingDiverged(RuntimeError):
-    """Too many consecutive non-finite losses or gradients."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is available")
-    return torch.device(name)
+__all__ = ["Trainer", "TrainingDiverged", "as_batch", "pick_device", "train"]
 
 
 def as_batch(items) -> dict:
@@ -64,12 +62,22 @@ def as_batch(items) -> dict:
 
 class Trainer:
     def __init__(self, cfg: Config, dataset=None, resume: bool = False, rank: int = 0, world_size: int = 1,
-                 log=print):
+                 log=print, overwrite: bool = False):
         self.cfg, self.rank, self.world_size, self.log = cfg, rank, world_size, log
+        self.run_dir = Path(cfg.out)
+        self.runlog = RunLog(self.run_dir, enabled=rank == 0)
+        self.lock = claim_run_dir(self.run_dir, resume, overwrite, log) if rank == 0 else None
+        try:
+            self._setup(dataset, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, dataset, resume: bool):
+        cfg = self.cfg
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.device = pick_device(cfg.train.device)
-        self.run_dir = Path(cfg.out)
         if dataset is None:
             from difflab.data.registry import build_dataset
 
@@ -87,21 +95,26 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
                                      weight_decay=cfg.train.weight_decay)
         self.is_diffusion = cfg.model.task == "diffusion"
-        self.loss_fn = (make_loss(cfg.loss.name, **({"P_mean": cfg.loss.P_mean, "P_std": cfg.loss.P_std}
-                                                    if cfg.loss.name == "edm" else {}))
-                        if self.is_diffusion else None)
+        self.objective = objective_from_config(cfg)
         self.step, self.bad_steps, self.images_seen = 0, 0, 0
         if cfg.train.compile:  # in place: parameters, state dict and the EMA copy above stay as they are
             self.model.compile()
         self.ddp_model = self.model
-        if world_size > 1:
+        if self.world_size > 1:
             self.ddp_model = torch.nn.parallel.DistributedDataParallel(self.model)
         if resume and latest_checkpoint(self.run_dir) is not None:
             self._resume()
         elif cfg.train.init_from:
+            if resume:  # no checkpoint yet: cut back the log of a run that never reached one
+                self.runlog.resumed(0, None)
             self._init_from(cfg.train.init_from)
         elif resume:
             self._resume()
+
+    def close(self):
+        """Release the run folder (also done at the end of :meth:`run`, and by the OS if the process dies)."""
+        if getattr(self, "lock", None) is not None:
+            self.lock.release()
 
     # -- data ---------------------------------------------------------------------------------------------
     def steps_per_epoch(self) -> int:
@@ -134,25 +147,7 @@ class Trainer:
         return self.cfg.train.lr * min(1.0, (step + 1) / w) if w > 0 else self.cfg.train.lr
 
     def compute_loss(self, batch: dict, gen: torch.Generator) -> torch.Tensor:
-        cfg = self.cfg
-        x0 = batch["x"]
-        if self.is_diffusion:
-            cond = {}
-            if cfg.model.num_classes > 0 and "class_labels" in batch:
-                cond["class_labels"] = drop_labels(batch["class_labels"], cfg.train.label_dropout,
-                                                   cfg.model.num_classes, generator=gen)
-            if "cond_frames" in batch:
-                cond["cond_frames"] = batch["cond_frames"]
-            return self.loss_fn(self.ddp_model, x0, cond, generator=gen).mean()
-        labels = batch["class_labels"]
-        if cfg.model.task == "noisy_classifier":
-            z = randn_rows((x0.shape[0],), gen, device=x0.device)
-            sigma = (z * cfg.loss.P_std + cfg.loss.P_mean).exp()
-            noise = randn_rows(x0.shape, gen, device=x0.device)
-            logits = self.ddp_model(x0 + sigma.view(-1, *[1] * (x0.ndim - 1)) * noise, sigma)
-        else:
-            logits = self.ddp_model(x0)
-        return F.cross_entropy(logits, labels)
+        return self.objective(self.ddp_model, batch, gen)
 
     def train_step(self) -> dict:
         cfg, step = self.cfg, self.step
@@ -190,7 +185,7 @@ class Trainer:
                      f"step skipped ({self.bad_steps} in a row, train.max_bad_steps={cfg.train.max_bad_steps})")
             if self.bad_steps >= cfg.train.max_bad_steps:
                 raise TrainingDiverged(f"{self.bad_steps} consecutive non-finite steps at step {step}; "
-                                       f"stopping (the last good checkpoint is kept)")
+                                       f"stopping (the last good checkpoint is kept{self._resume_from()})")
         self.step += 1
         self.images_seen += cfg.train.batch_size
         return {"loss": loss_value.item(), "grad_norm": grad_norm.item(), "lr": self.lr_at(step), "finite": finite}
@@ -204,14 +199,23 @@ class Trainer:
             be.copy_(bm)
 
     # -- checkpoints --------------------------------------------------------------------------------------
+    def _resume_from(self) -> str:
+        ck = latest_finite_checkpoint(self.run_dir)
+        return f"; resume from {ck} with --resume" if ck else "; there is no checkpoint to resume from"
+
     def save(self):
+        """Write ckpt-STEP (rank 0) and prune to train.keep_last. Non-finite model or EMA weights are never
+        written: the save is skipped and logged (event checkpoint_skipped), and the run stops with
+        TrainingDiverged naming the newest finite checkpoint (training cannot recover from such weights)."""
         if self.rank != 0:
             return None
         for name, net in (("model", self.model), ("ema", self.ema)):
-            bad = [k for k, v in net.state_dict().items() if v.is_floating_point() and not bool(v.isfinite().all())]
-            if bad:  # never replace a good checkpoint by a broken one
-                raise TrainingDiverged(f"step {self.step}: {name} weights are non-finite ({bad[0]}, ...); not "
-                                       f"writing a checkpoint (the last good one is kept)")
+            bad = nonfinite_tensor(net.state_dict())
+            if bad is not None:  # never replace a good checkpoint by a broken one
+                self.log_event({"event": "checkpoint_skipped", "step": self.step, "reason": "nonfinite",
+                                "tensor": f"{name}/{bad}"})
+                raise TrainingDiverged(f"step {self.step}: {name} weights are non-finite ({bad}, ...); not "
+                                       f"writing a checkpoint (the last good one is kept{self._resume_from()})")
         opt_t, opt_j = optimizer_to_tensors(self.opt)
         opt_j["n_opt_states"] = len(self.opt.state)
         tensors = {**opt_t, "step": torch.tensor(self.step), "bad_steps": torch.tensor(self.bad_steps),
@@ -224,47 +228,21 @@ class Trainer:
         return path
 
     def _resume(self):
-        list_checkpoints(self.run_dir, clean_tmp=self.rank == 0)
-        ck = latest_checkpoint(self.run_dir)
-        if ck is None:
+        data = resume_checkpoint(self.run_dir, self.cfg.to_dict(), clean_tmp=self.rank == 0)
+        if data is None:
             self.log(f"no checkpoint under {self.run_dir}; starting from step 0")
+            self.runlog.resumed(0, None)
             return
-        older = list_checkpoints(self.run_dir)[:-1]
-        hint = f" (delete {ck} to resume from the previous checkpoint {older[-1].name})" if older else ""
+        ck, ts = data["path"], data["train_state"]
+        load_into(self.model, data["model"], ck / "model.safetensors")
+        load_into(self.ema, data["ema"], ck / "ema.safetensors")
         try:
-            data = load_checkpoint(ck, need_train_state=True)
-        except CheckpointError as e:
-            raise CheckpointError(f"{e}{hint}") from e
-        if data["ema"] is None:
-            raise CheckpointError(f"{ck / 'ema.safetensors'}: file is missing; cannot resume exactly{hint}")
-        try:
-            from_dict(data["config"])
-        except ConfigError as e:
-            raise CheckpointError(f"{ck / 'config.json'}: incompatible config: {e}") from e
-        saved = json.loads(json.dumps(data["config"]))
-        now = self.cfg.to_dict()
-        for section in ("model", "loss", "data"):
-            if saved.get(section) != now.get(section):
-                raise CheckpointError(f"{ck / 'config.json'}: the run was trained with a different {section} "
-                                      f"config; refusing to resume")
-        ts = data["train_state"]
-        ts_file = ck / "train_state.safetensors"
-        missing = [k for k in ("step", "bad_steps", "images_seen") if k not in ts]
-        if missing:
-            raise CheckpointError(f"{ts_file}: train state lacks {missing}; cannot resume")
-        have = {k.split(".")[1] for k in ts if k.startswith("opt.")}
-        expected = data["json"].get("n_opt_states")
-        if (expected is not None and len(have) != int(expected)) or (int(ts["step"]) > 0 and not have):
-            raise CheckpointError(f"{ts_file}: optimizer state covers {len(have)} parameters, expected "
-                                  f"{expected if expected is not None else 'some'}; refusing a partial resume")
-        try:
-            self.model.load_state_dict(data["model"])
-            self.ema.load_state_dict(data["ema"])
             optimizer_from_tensors(self.opt, ts, data["json"])
         except (RuntimeError, KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{ck}: checkpoint does not match this model/optimizer: {e}") from e
         self.step, self.bad_steps = int(ts["step"]), int(ts["bad_steps"])
         self.images_seen = int(ts["images_seen"])
+        self.runlog.resumed(self.step, ck)
         self.log(f"resumed from {ck} at step {self.step}")
 
     def _any_rank(self, flag: bool) -> bool:
@@ -280,21 +258,15 @@ class Trainer:
         from difflab.models import resolve
 
         data = load_checkpoint(resolve(source))
-        try:
-            self.model.load_state_dict({k: v.float() for k, v in data["model"].items()})
-            ema = data["ema"] if data["ema"] is not None else data["model"]
-            self.ema.load_state_dict({k: v.float() for k, v in ema.items()})
-        except RuntimeError as e:
-            raise CheckpointError(f"{data['path']}: weights do not fit this config's network (init_from): {e}") from e
-        self.log(f"initialised from {data['path']}")
+        ck = data["path"]
+        load_into(self.model, data["model"], ck / "model.safetensors", "this config's network (init_from)")
+        ema, part = (data["ema"], "ema") if data["ema"] is not None else (data["model"], "model")
+        load_into(self.ema, ema, ck / f"{part}.safetensors", "this config's network (init_from)")
+        self.log(f"initialised from {ck}")
 
     # -- logging and previews -----------------------------------------------------------------------------
     def log_event(self, record: dict):
-        if self.rank != 0:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / "log.jsonl", "a") as f:
-            f.write(json.dumps({"time": time.time(), **record}) + "\n")
+        self.runlog.write(record)
 
     @torch.no_grad()
     def preview(self):
@@ -308,7 +280,7 @@ class Trainer:
         cond = {}
         if cfg.model.num_classes:
             cond["class_labels"] = torch.arange(n, device=self.device) % cfg.model.num_classes
-        shape = (cfg.model.channels * cfg.data.pred_frames, cfg.data.size, cfg.data.size)
+        shape = model_shape(cfg)
         churn = {"S_churn": cfg.sample.S_churn} if cfg.sample.sampler in CHURN_SAMPLERS else {}
         x = generate(self.ema, n, shape, sampler=cfg.sample.sampler, steps=cfg.sample.steps,
                      sigma_min=cfg.model.sigma_min, sigma_max=cfg.model.sigma_max, rho=cfg.sample.rho,
@@ -347,26 +319,28 @@ class Trainer:
                 if cfg.train.time_budget_s and self._any_rank(elapsed >= cfg.train.time_budget_s):
                     stopped_by_budget = True
                     break
+        except BaseException:
+            self.close()
+            raise
         finally:
             if bar is not None:
                 bar.close()
         elapsed = time.time() - t0
-        if latest_checkpoint(self.run_dir) is None or int(latest_checkpoint(self.run_dir).name[5:]) != self.step:
-            self.save()
-        grid = self.preview()
-        summary = {"steps": self.step, "images_seen": self.images_seen, "wall_s": elapsed,
-                   "images_per_s": (self.step - start_step) * cfg.train.batch_size / max(elapsed, 1e-9),
-                   "stopped_by_time_budget": stopped_by_budget, "run_dir": str(self.run_dir),
-                   "grid": str(grid) if grid else None}
-        self.log_event({"event": "done", **summary})
+        try:
+            ck = latest_checkpoint(self.run_dir)
+            if ck is None or int(ck.name[5:]) != self.step:
+                self.save()
+            grid = self.preview()
+            summary = {"steps": self.step, "images_seen": self.images_seen, "wall_s": elapsed,
+                       "images_per_s": (self.step - start_step) * cfg.train.batch_size / max(elapsed, 1e-9),
+                       "stopped_by_time_budget": stopped_by_budget, "run_dir": str(self.run_dir),
+                       "grid": str(grid) if grid else None}
+            self.log_event({"event": "done", **summary})
+        finally:
+            self.close()
         return summary
 
 
-def train(cfg: Config, resume: bool = False, dataset=None, log=print) -> dict:
-    """Train from a config (single process, or DDP when launched by torchrun)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1:
-        from difflab.training.distributed import train_distributed
-
-        return train_distributed(cfg, resume=resume, dataset=dataset, log=log)
-    return Trainer(cfg, dataset=dataset, resume=resume, log=log).run()
+def train(cfg: Config, resume: bool = False, dataset=None, log=print, overwrite: bool = False) -> dict:
+    """Deprecated: single-process training. Use difflab.training.launcher.train, which also launches DDP."""
+    return Trainer(cfg, dataset=dataset, resume=resume, log=log, overwrite=overwrite).run()
