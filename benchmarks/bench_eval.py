@@ -15,12 +15,13 @@ Reference features are cached (difflab.eval.features.reference_features), so a r
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+from difflab.utils import write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
@@ -139,10 +140,7 @@ def main(argv=None):
     for name, v, note in rows:
         print(f"{name:<{w}}  {v:>16}  {note}")
     if args.json:
-        p = Path(args.json)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(res, indent=2, sort_keys=True))
-        print(f"wrote {p}")
+        print(f"wrote {write_json(res, args.json)}")
     return res
 
 

@@ -185,9 +185,7 @@ def main(argv=None) -> int:
     if out["nominal_peak"]:
         rows.append({"what": "nominal peak / core", "GFLOP/s": out["nominal_peak"]["gflops_per_core"],
                      "share": out["nominal_peak"]["gflops_per_core"] * 1e9 / rate, "note": "estimate, not measured"})
-    out["table"] = common.table(rows, list(rows[0]), "achieved share of the measured matmul rate")
-    common.write_json(args.json, out)
-    return 0
+    return common.finish(args, out, rows, "achieved share of the measured matmul rate")
 
 
 if __name__ == "__main__":

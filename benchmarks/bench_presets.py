@@ -168,12 +168,10 @@ def main(argv=None) -> int:
                    "load1": common.loadavg()[0]}
             rows.append(row)
             print(row, flush=True)
-    out["table"] = common.table(rows, list(rows[0]), f"U-Net presets, batch {batch}, 28x28, {args.threads} thread(s); "
-                                "'x' columns: speed-up over the base variant (median of paired rounds, > 1 helps)")
     out["notes"] = ("speed-ups are medians of per-round paired ratios (each round runs all variants back to back); "
                     "with one timed round (quick, or the base preset) they are single paired measurements")
-    common.write_json(args.json, out)
-    return 0
+    return common.finish(args, out, rows, f"U-Net presets, batch {batch}, 28x28, {args.threads} thread(s); "
+                         "'x' columns: speed-up over the base variant (median of paired rounds, > 1 helps)")
 
 
 if __name__ == "__main__":

@@ -196,10 +196,7 @@ def main(argv=None) -> int:
     plot(out["results"], front, png, f"{args.model}: FID ({args.extractor} features, n={n}) vs NFE")
     out["png"] = str(png)
     cols = ["sampler", "steps", "nfe", "grid", "fid"] + (["fid_inception"] if args.inception else []) + ["sample_s"]
-    out["table"] = common.table(out["results"], cols,
-                                f"FID vs NFE, {args.model}, n={n}")
-    common.write_json(args.json, out)
-    return 0
+    return common.finish(args, out, out["results"], f"FID vs NFE, {args.model}, n={n}", cols)
 
 
 if __name__ == "__main__":

@@ -186,11 +186,9 @@ def main(argv=None) -> int:
                "cpu ratio": r["cpu"], "max_abs_diff": diff, "load1": common.loadavg()[0]}
         rows.append(row)
         print(row, flush=True)
-    out["table"] = common.table(rows, list(rows[0]), f"sampling, UNet2DModel {out['unet_params']} params, batch {batch}; "
-                                "ratio = diffusers time / difflab time (> 1: difflab faster)")
     print(f"k-diffusion: {out['k_diffusion']}")
-    common.write_json(args.json, out)
-    return 0
+    return common.finish(args, out, rows, f"sampling, UNet2DModel {out['unet_params']} params, batch {batch}; "
+                                "ratio = diffusers time / difflab time (> 1: difflab faster)")
 
 
 if __name__ == "__main__":

@@ -183,12 +183,10 @@ def main(argv=None) -> int:
     rows = [{"loop": k, "images/s": out[k]["images_per_s"], "median step s": out[k]["median_s"],
              "cpu step s": out[k]["cpu_median_s"], "min s": out[k]["min_s"], "max s": out[k]["max_s"]}
             for k in ("difflab", "diffusers")]
-    out["table"] = common.table(rows, list(rows[0]),
-                                f"training step, UNet2DModel {out['unet_params']} params, batch {batch}, {reps} rounds")
+    title = f"training step, UNet2DModel {out['unet_params']} params, batch {batch}, {reps} rounds"
     print(f"train_images_per_s_ratio (difflab/diffusers) = {r['wall']:.3f}  (paired median {r['paired_wall_median']:.3f},"
           f" cpu-time ratio {r['cpu']:.3f}); same-loss check: {out['same_loss_check']}")
-    common.write_json(args.json, out)
-    return 0
+    return common.finish(args, out, rows, title)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ Run directly (``python benchmarks/common.py --quick --json OUT``) it writes the 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -21,6 +20,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from difflab.utils import write_json as write_json_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -172,22 +173,17 @@ def table(rows: list[dict], cols: list[str], title: str | None = None) -> str:
 
 
 def write_json(path, data: dict) -> None:
+    """Record the machine's load at the end, then write atomically (difflab.utils.write_json)."""
     data.setdefault("machine", {})["loadavg_end"] = loadavg()
     data["machine"]["torch_num_threads_end"] = torch.get_num_threads()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_default) + "\n")
-    tmp.replace(path)
-    print(f"wrote {path}", flush=True)
+    print(f"wrote {write_json_atomic(data, path, sort_keys=False)}", flush=True)
 
 
-def _default(o):
-    if isinstance(o, torch.Tensor):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    return repr(o)
+def finish(args, out: dict, rows: list[dict], title: str, cols: list | None = None) -> int:
+    """The tail every benchmark shares: print the table, keep it under ``out['table']``, write ``--json``."""
+    out["table"] = table(rows, cols or list(rows[0]), title)
+    write_json(args.json, out)
+    return 0
 
 
 def main(argv=None) -> int:

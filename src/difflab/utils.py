@@ -79,7 +79,10 @@ def _json_default(v):
         return str(v)
     if hasattr(v, "tolist"):  # numpy / torch scalars and arrays
         return v.tolist()
-    return float(v)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return repr(v)
 
 
 def write_json(obj, path, *, indent: int = 2, sort_keys: bool = True) -> Path | None:
@@ -119,3 +122,20 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device=cuda but no CUDA device is available")
     return torch.device(name)
+
+
+def shard_indices(n: int, rank: int, world: int) -> list[int]:
+    """The indices of ``range(n)`` that process ``rank`` of ``world`` owns: ``rank, rank + world, ...``.
+
+    Every index belongs to exactly one rank, shares differ in size by at most one, and the assignment
+    depends on (n, rank, world) only, so a rerun or resumed run redoes exactly the missing indices."""
+    for name, v in (("n", n), ("rank", rank), ("world", world)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if world < 1:
+        raise ValueError(f"world (number of processes) must be >= 1, got {world}")
+    if not 0 <= rank < world:
+        raise ValueError(f"rank must be in [0, {world - 1}], got {rank}")
+    return list(range(rank, n, world))

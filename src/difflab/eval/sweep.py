@@ -49,7 +49,7 @@ import yaml
 
 from difflab.eval.run import evaluate_images, parse_metrics, sample_model
 from difflab.recipe import SamplingSpec
-from difflab.utils import write_json
+from difflab.utils import shard_indices, write_json
 
 TITLE_KEYS = ("sampler", "steps", "pg_kernel", "pg_variant", "cfg_weight", "S_churn", "pg_weight")
 DEFAULTS = {"name": "sweep", "model": None, "out": None, "seed": 0, "batches": 10, "batch_size": 10,
@@ -233,9 +233,8 @@ def run_sweep_config(spec: dict, out=None, shard=None, limit: int | None = None,
     (out / "points").mkdir(parents=True, exist_ok=True)
     write_json({k: v for k, v in spec.items() if k != "classifier" or isinstance(v, str)}, out / "sweep.json")
     D, done_now, skipped = None, 0, 0
-    for i, params in enumerate(points):
-        if i % sn != si:
-            continue
+    for i in shard_indices(len(points), si, sn):  # the same split as DDP training and sharded sampling
+        params = points[i]
         path = out / "points" / f"{i:04d}.json"
         fp = fingerprint(spec, params)
         old = _read_point(path) if path.exists() else None

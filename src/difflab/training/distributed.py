@@ -22,26 +22,9 @@ import torch
 import torch.distributed as dist
 
 from difflab.training.trainer import Trainer
-from difflab.utils import pick_device
+from difflab.utils import pick_device, shard_indices
 
 __all__ = ["dist_env", "shard_indices", "train_distributed"]
-
-
-def shard_indices(n: int, rank: int, world: int) -> list[int]:
-    """The indices of ``range(n)`` that process ``rank`` of ``world`` owns: ``rank, rank + world, ...``.
-
-    Every index belongs to exactly one rank, shares differ in size by at most one, and the assignment
-    depends on (n, rank, world) only, so a rerun or resumed run redoes exactly the missing indices."""
-    for name, v in (("n", n), ("rank", rank), ("world", world)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"{name} must be an integer, got {v!r}")
-    if n < 0:
-        raise ValueError(f"n must be >= 0, got {n}")
-    if world < 1:
-        raise ValueError(f"world (number of processes) must be >= 1, got {world}")
-    if not 0 <= rank < world:
-        raise ValueError(f"rank must be in [0, {world - 1}], got {rank}")
-    return list(range(rank, n, world))
 
 
 def dist_env() -> tuple[int, int, int]:
