@@ -369,3 +369,73 @@ def test_dpm_2_matches_diffusers_kdpm2():
     seen = {}
     SAMPLERS["dpm_2"](D2, x0, grid, callback=lambda f: seen.__setitem__(f["i"], f["x"]))
     assert_matches(seen[steps - 1], x)
+
+
+# ---------------------------------------------------------------------------------------------- fixes
+
+
+@pytest.mark.parametrize("steps", [2, 3, 4, 6, 8])
+def test_ode_rk4_is_stable_on_coarse_grids(steps):
+    """A Karras grid with few steps has |d ln sigma| up to 10.6, far beyond RK4's stable step (2.79): such
+    intervals are split into substeps of <= 1 in ln sigma, so the result stays near the exact solution (it
+    used to reach 1e3 for 2 steps) and stats['nfe'] counts the extra evaluations."""
+    G = gaussian(4, std=0.5)
+    x = SIGMA_MAX * torch.randn(64, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sig = karras_sigmas(steps, 0.002, SIGMA_MAX)
+    stats = {}
+    out = SAMPLERS["ode_rk4"](G, x, sig, stats=stats)
+    exact = x * (0.5 / math.sqrt(0.25 + SIGMA_MAX**2))
+    err = float((out - exact).abs().max() / exact.abs().max())
+    du = sig[:-1].double().log().diff().abs()
+    assert stats["nfe"] == 4 * int(torch.ceil(du - 1e-9).clamp_min(1).sum()) + 1
+    print(f"{steps} steps: nfe {stats['nfe']}, relative error {err:.3g}")
+    assert err < 0.1
+
+
+def test_ode_rk4_unchanged_on_fine_grids():
+    """Where every interval is <= 1 in ln sigma (here 32 Karras steps) nothing is split: 4 (N - 1) + 1 NFE."""
+    stats = {}
+    sig = karras_sigmas(32, 0.002, SIGMA_MAX)
+    assert float(sig[:-1].log().diff().abs().max()) <= 1.0
+    SAMPLERS["ode_rk4"](GMM, torch.zeros(2, 1), sig, stats=stats)
+    assert stats["nfe"] == 4 * 31 + 1
+
+
+def test_pc_default_in_one_dimension():
+    """The default corrector (snr_norm='expected', a state-independent step) on the 1-D 0.3/0.7 mixture,
+    100 steps: weight 0.30 +- 0.02 (per-sample realised norms, the old default, are unstable in 1-D)."""
+    N = 4000
+    g = torch.Generator().manual_seed(11)
+    x = GMM.sample(N, generator=g) + SIGMA_MAX * torch.randn(N, 1, generator=g)
+    out = SAMPLERS["pc"](GMM, x, karras_sigmas(100, 0.002, SIGMA_MAX), generator=g)
+    check_mixture(out, 0.02, 0.08, "pc default, 1-D")
+
+
+def test_sigma_reaches_the_denoiser_in_x_dtype():
+    seen = []
+
+    def D(x, sigma, **c):
+        seen.append(sigma.dtype)
+        return x / (1 + sigma[:, None] ** 2)
+
+    sig = karras_sigmas(3, 0.002, 10.0)
+    for dtype in (torch.float64, torch.float32):
+        seen.clear()
+        for name in NEW + ["heun", "dpmpp_2m", "ddim"]:
+            SAMPLERS[name](D, torch.ones(2, 1, dtype=dtype), sig, generator=torch.Generator().manual_seed(0))
+        assert set(seen) == {dtype}
+
+
+def test_ddim_eta_above_one_where_defined():
+    """eq. 16 is defined for eta^2 <= sigma^2 / (sigma^2 - sigma'^2) at every step to sigma' > 0: on a 200-step
+    Karras grid that allows eta ~1.2. eta = 1.1 runs (more noise than DDPM, still the right marginals: the
+    1-D mixture's weight and spreads as in the stochastic analytic tests); beyond the bound a ValueError."""
+    sig = karras_sigmas(200, 0.002, SIGMA_MAX)
+    s = sig[:-2].double()
+    bound = float((s**2 / (s**2 - sig[1:-1].double() ** 2)).min().sqrt())
+    assert bound > 1.1
+    g = torch.Generator().manual_seed(11)
+    x = GMM.sample(4000, generator=g) + SIGMA_MAX * torch.randn(4000, 1, generator=g)
+    check_mixture(SAMPLERS["ddim"](GMM, x, sig, generator=g, eta=1.1), 0.035, 0.08, "ddim eta 1.1")
+    with pytest.raises(ValueError, match="eta"):
+        SAMPLERS["ddim"](GMM, x, sig, eta=bound * 1.01)
