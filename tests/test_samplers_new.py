@@ -17,8 +17,6 @@ import math
 
 import pytest
 import torch
-from test_samplers_analytic import GMM, SIGMA_MAX, check_mixture, mixture_quantiles
-from test_samplers_oracle import B, T, TinyNet, assert_matches, gens, run_discrete, x_vp_init
 
 from difflab.data.toy import GaussianMixture, gaussian
 from difflab.diffusion.precond import VPEpsPrecond
@@ -31,6 +29,8 @@ from difflab.sampling import (
     polyexponential_sigmas,
     sigma_grid,
 )
+from test_samplers_analytic import GMM, SIGMA_MAX, check_mixture, mixture_quantiles
+from test_samplers_oracle import B, T, TinyNet, assert_matches, gens, run_discrete, x_vp_init
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning"), pytest.mark.filterwarnings("ignore::UserWarning")]
 

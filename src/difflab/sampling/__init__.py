@@ -66,10 +66,11 @@ def get_sampler(name: str):
 
 
 __all__ = [
-    "CHURN_SAMPLERS", "DETERMINISTIC_SAMPLERS", "GRIDS", "SAMPLERS", "ddpm_sigma_grid", "ddpm_timesteps", "generate", "get_sampler", "karras_sigmas",
-    "loguniform_sigmas", "make_generator", "make_generators", "polyexponential_sigmas", "randn", "sample_ddim",
-    "sample_ddpm", "sample_deis", "sample_dpm_2", "sample_dpmpp_2m", "sample_dpmpp_2m_sde", "sample_dpmpp_2s_ancestral",
-    "sample_dpmpp_3m", "sample_dpmpp_3m_sde", "sample_dpmpp_sde", "sample_ipndm", "sample_lms", "sample_unipc", "sample_euler", "sample_euler_maruyama", "sample_heun", "sample_ode", "sample_ode_dopri5",
-    "sample_ode_euler", "sample_ode_heun", "sample_ode_rk4", "sample_pc", "sigma_grid", "uniform_sigmas",
-    "vp_sigmas",
+    "CHURN_SAMPLERS", "DETERMINISTIC_SAMPLERS", "GRIDS", "SAMPLERS", "ddpm_sigma_grid", "ddpm_timesteps", "generate",
+    "get_sampler", "karras_sigmas", "loguniform_sigmas", "make_generator", "make_generators",
+    "polyexponential_sigmas", "randn", "sample_ddim", "sample_ddpm", "sample_deis", "sample_dpm_2", "sample_dpmpp_2m",
+    "sample_dpmpp_2m_sde", "sample_dpmpp_2s_ancestral", "sample_dpmpp_3m", "sample_dpmpp_3m_sde", "sample_dpmpp_sde",
+    "sample_euler", "sample_euler_maruyama", "sample_heun", "sample_ipndm", "sample_lms", "sample_ode",
+    "sample_ode_dopri5", "sample_ode_euler", "sample_ode_heun", "sample_ode_rk4", "sample_pc", "sample_unipc",
+    "sigma_grid", "uniform_sigmas", "vp_sigmas",
 ]

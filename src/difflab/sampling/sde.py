@@ -145,8 +145,9 @@ def sample_pc(D, x, sigmas, *, generator=None, callback=None, guidance=None, sde
     one corrector step, reverse diffusion) are the paper's VE settings for CIFAR-10.
     ``snr_norm``: 'expected' (default; the step 2 alpha snr^2 (sigma^2 + sigma_data^2) that the rule gives with
     the norms' expected values ||z||^2 = d, ||score||^2 = d / (sigma^2 + sigma_data^2), ``sigma_data`` default
-    0.5 as EDM: per-sample, state-independent, correct in every dimension), 'sample' (per-sample realised norms, the algorithm as written) or 'batch' (norms averaged over
-    the batch as in Song et al.'s code / diffusers; couples the batch). Per-sample realised norms make the
+    0.5 as EDM: per-sample, state-independent, correct in every dimension), 'sample' (per-sample realised
+    norms, the algorithm as written) or 'batch' (norms averaged over the batch as in Song et al.'s code /
+    diffusers; couples the batch). Per-sample realised norms make the
     step size depend on the state, which biases the corrector's stationary law: in d dims
     ||z||^2 / (||score||^2 v) is F(d, d)-distributed, so in low dimension (d < ~100) the corrector inflates
     the variance (for d = 1 it is unstable); before issue 17 'sample' was the default.
