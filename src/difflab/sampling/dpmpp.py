@@ -28,9 +28,8 @@ import math
 
 import torch
 
-from difflab.sampling.base import check_options, check_sigmas, denoise, guided, report
-from difflab.sampling.generate import resolve_generator
-from difflab.sampling.noise import check_noise, noise_sampler
+from difflab.sampling.base import check_options
+from difflab.sampling.noise import denoise_and_report, sde_setup
 
 _SOLVER_TYPES = ("heun", "midpoint")
 _THIRD_ORDER = ("exact", "dpm_solver")
@@ -38,20 +37,15 @@ _THIRD_ORDER = ("exact", "dpm_solver")
 
 def _dpmpp_multistep(name, D, x, sigmas, order, eta, s_noise, solver_type, noise, generator, seed, callback,
                      guidance, cond, third_order="dpm_solver"):
-    sigmas = check_sigmas(sigmas)
     if third_order not in _THIRD_ORDER:
         raise ValueError(f"{name}: third_order must be one of {_THIRD_ORDER}, got {third_order!r}")
-    check_noise(name, noise, eta, s_noise)
     if solver_type not in _SOLVER_TYPES:
         raise ValueError(f"{name}: solver_type must be one of {_SOLVER_TYPES}, got {solver_type!r}")
-    generator = resolve_generator(generator, seed, x)
-    z = noise_sampler(x, sigmas, generator, noise) if eta > 0 else None
-    D, cond, n = guided(D, guidance), cond or {}, len(sigmas) - 1
+    sigmas, z, D, cond = sde_setup(name, D, x, sigmas, generator, seed, noise, eta, s_noise, guidance, cond)
     hist, hs = [], []  # newest first: denoised_{i-1}, denoised_{i-2}; h_{i-1}, h_{i-2}
-    for i in range(n):
+    for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoise(D, x, sigma, cond)
-        report(callback, guidance, i=i, x=x, sigma=sigma, sigma_hat=sigma, denoised=denoised)
+        denoised = denoise_and_report(D, x, sigma, cond, i, callback, guidance)
         # Last step: the first-order update to sigma = 0 is the denoiser's estimate.
         if sigma_next == 0:
             x = denoised

@@ -13,6 +13,8 @@ import math
 
 import torch
 
+from difflab.sampling.base import check_sigmas, denoise, guided, report
+from difflab.sampling.generate import resolve_generator
 from difflab.sampling.rng import randn_like
 
 NOISES = ("generator", "brownian")
@@ -64,6 +66,23 @@ def noise_sampler(x: torch.Tensor, sigmas: torch.Tensor, generator, noise: str):
     if noise == "brownian":
         return BrownianTreeNoise(x, float(sigmas[-2]), float(sigmas[0]), generator)
     return lambda sigma, sigma_next: randn_like(x, generator)
+
+
+def denoise_and_report(D, x, sigma: float, cond, i: int, callback, guidance):
+    """D(x; sigma) for level i, reported to the callback (sigma_hat = sigma: no churn)."""
+    denoised = denoise(D, x, sigma, cond)
+    report(callback, guidance, i=i, x=x, sigma=sigma, sigma_hat=sigma, denoised=denoised)
+    return denoised
+
+
+def sde_setup(name: str, D, x: torch.Tensor, sigmas, generator, seed, noise: str, eta, s_noise, guidance, cond):
+    """What the SDE samplers share before their loop: the checked grid, the noise source (None for eta = 0),
+    the guided denoiser and the conditioning dict."""
+    sigmas = check_sigmas(sigmas)
+    check_noise(name, noise, eta, s_noise)
+    generator = resolve_generator(generator, seed, x)
+    z = noise_sampler(x, sigmas, generator, noise) if eta > 0 else None
+    return sigmas, z, guided(D, guidance), cond or {}
 
 
 def ancestral_step(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:

@@ -26,8 +26,7 @@ from difflab.sampling.base import (
     guided,
     report,
 )
-from difflab.sampling.generate import resolve_generator
-from difflab.sampling.noise import ancestral_step, check_noise, noise_sampler
+from difflab.sampling.noise import ancestral_step, denoise_and_report, sde_setup
 
 
 @torch.no_grad()
@@ -79,15 +78,11 @@ def sample_dpmpp_2s_ancestral(D, x, sigmas, *, generator=None, callback=None, gu
 
     eta = 0 is the deterministic DPM-Solver++(2S); the last step to sigma = 0 is x <- D(x; sigma)."""
     check_options("dpmpp_2s_ancestral", options, set())
-    sigmas = check_sigmas(sigmas)
-    check_noise("dpmpp_2s_ancestral", "generator", eta, s_noise)
-    generator = resolve_generator(generator, seed, x)
-    z = noise_sampler(x, sigmas, generator, "generator")
-    D, cond, n = guided(D, guidance), cond or {}, len(sigmas) - 1
-    for i in range(n):
+    sigmas, z, D, cond = sde_setup("dpmpp_2s_ancestral", D, x, sigmas, generator, seed, "generator", eta, s_noise,
+                                   guidance, cond)
+    for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoise(D, x, sigma, cond)
-        report(callback, guidance, i=i, x=x, sigma=sigma, sigma_hat=sigma, denoised=denoised)
+        denoised = denoise_and_report(D, x, sigma, cond, i, callback, guidance)
         if sigma_next == 0:
             x = denoised
             continue
@@ -120,17 +115,12 @@ def sample_dpmpp_sde(D, x, sigmas, *, generator=None, callback=None, guidance=No
     per-sample generators or, with ``noise='brownian'``, from a seeded Brownian tree (torchsde), so that the
     sample converges as the steps grow. eta = 0 with r = 1/2 is DPM-Solver++(2S)."""
     check_options("dpmpp_sde", options, set())
-    sigmas = check_sigmas(sigmas)
-    check_noise("dpmpp_sde", noise, eta, s_noise)
     if not (0 < r <= 1):
         raise ValueError(f"dpmpp_sde: r must be in (0, 1], got {r!r}")
-    generator = resolve_generator(generator, seed, x)
-    z = noise_sampler(x, sigmas, generator, noise)
-    D, cond, n = guided(D, guidance), cond or {}, len(sigmas) - 1
-    for i in range(n):
+    sigmas, z, D, cond = sde_setup("dpmpp_sde", D, x, sigmas, generator, seed, noise, eta, s_noise, guidance, cond)
+    for i in range(len(sigmas) - 1):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoise(D, x, sigma, cond)
-        report(callback, guidance, i=i, x=x, sigma=sigma, sigma_hat=sigma, denoised=denoised)
+        denoised = denoise_and_report(D, x, sigma, cond, i, callback, guidance)
         if sigma_next == 0:
             x = denoised
             continue
