@@ -23,6 +23,7 @@ KEYS = {
     "bench_presets": ["presets"],
     "bench_quality_nfe": ["results"],
     "bench_eval": ["classifier_accuracy"],
+    "bench_low_nfe": ["results", "summary", "geomean"],
 }
 
 

@@ -20,8 +20,13 @@ def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
 _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 
+def _sigma_dtype(x: torch.Tensor) -> torch.dtype:
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
 def as_sigma(sigma, x: torch.Tensor) -> torch.Tensor:
-    """Return sigma as a float [B] tensor on x's device (a float or a 0-d tensor is broadcast).
+    """Return sigma as a float [B] tensor on x's device (a float or a 0-d tensor is broadcast), float64 when x
+    is float64 (so a float64 solve keeps sigma's digits) and float32 otherwise.
 
     A Python number is filled in on the device: ``torch.as_tensor(float, device='cuda')`` copies from pageable
     host memory, which synchronises the stream once per network evaluation and stalls an asynchronous sampler."""
@@ -29,8 +34,8 @@ def as_sigma(sigma, x: torch.Tensor) -> torch.Tensor:
         v = float(sigma)
         if abs(v) > _FLOAT32_MAX:  # as float32 conversion does: overflow to +-inf (torch.full would raise)
             v = math.copysign(math.inf, v)
-        return torch.full((x.shape[0],), v, dtype=torch.float32, device=x.device)
-    s = torch.as_tensor(sigma, dtype=torch.float32, device=x.device)
+        return torch.full((x.shape[0],), v, dtype=_sigma_dtype(x), device=x.device)
+    s = torch.as_tensor(sigma, dtype=_sigma_dtype(x), device=x.device)
     if s.ndim == 0:
         s = s.expand(x.shape[0])
     if s.ndim != 1 or s.shape[0] != x.shape[0]:

@@ -7,8 +7,10 @@ level ``sigmas[0]`` and ``sigmas`` ends in 0."""
 from difflab.sampling.ddim import sample_ddim
 from difflab.sampling.ddpm import sample_ddpm
 from difflab.sampling.dpm_solver import sample_dpmpp_2m
+from difflab.sampling.dpmpp import sample_dpmpp_2m_sde, sample_dpmpp_3m, sample_dpmpp_3m_sde
 from difflab.sampling.edm import sample_euler, sample_heun
 from difflab.sampling.generate import generate
+from difflab.sampling.multistep import sample_deis, sample_ipndm, sample_lms
 from difflab.sampling.ode import sample_ode, sample_ode_dopri5, sample_ode_euler, sample_ode_heun, sample_ode_rk4
 from difflab.sampling.rng import make_generator, make_generators, randn
 from difflab.sampling.schedules import (
@@ -17,11 +19,14 @@ from difflab.sampling.schedules import (
     ddpm_timesteps,
     karras_sigmas,
     loguniform_sigmas,
+    polyexponential_sigmas,
     sigma_grid,
     uniform_sigmas,
     vp_sigmas,
 )
 from difflab.sampling.sde import sample_euler_maruyama, sample_pc
+from difflab.sampling.singlestep import sample_dpm_2, sample_dpmpp_2s_ancestral, sample_dpmpp_sde
+from difflab.sampling.unipc import sample_unipc
 
 SAMPLERS = {
     "heun": sample_heun,
@@ -35,9 +40,23 @@ SAMPLERS = {
     "ode_dopri5": sample_ode_dopri5,
     "ode_rk4": sample_ode_rk4,
     "dpmpp_2m": sample_dpmpp_2m,
+    "lms": sample_lms,
+    "dpm_2": sample_dpm_2,
+    "dpmpp_2s_ancestral": sample_dpmpp_2s_ancestral,
+    "dpmpp_sde": sample_dpmpp_sde,
+    "dpmpp_3m": sample_dpmpp_3m,
+    "dpmpp_2m_sde": sample_dpmpp_2m_sde,
+    "dpmpp_3m_sde": sample_dpmpp_3m_sde,
+    "unipc": sample_unipc,
+    "deis": sample_deis,
+    "ipndm": sample_ipndm,
 }
 
-CHURN_SAMPLERS = ("heun", "euler")  # the EDM samplers that take S_churn / S_noise / S_tmin / S_tmax (Algorithm 2)
+# Deterministic samplers (no noise drawn with their default options); the others take eta / churn noise.
+DETERMINISTIC_SAMPLERS = ("heun", "euler", "ddim", "ode_euler", "ode_heun", "ode_dopri5", "ode_rk4", "dpmpp_2m",
+                          "lms", "dpm_2", "dpmpp_3m", "unipc", "deis", "ipndm")
+
+CHURN_SAMPLERS = ("heun", "euler", "dpm_2")  # the EDM samplers that take S_churn / S_noise / S_tmin / S_tmax (Algorithm 2)
 
 
 def get_sampler(name: str):
@@ -47,9 +66,11 @@ def get_sampler(name: str):
 
 
 __all__ = [
-    "CHURN_SAMPLERS", "GRIDS", "SAMPLERS", "ddpm_sigma_grid", "ddpm_timesteps", "generate", "get_sampler", "karras_sigmas",
-    "loguniform_sigmas", "make_generator", "make_generators", "randn", "sample_ddim", "sample_ddpm",
-    "sample_dpmpp_2m", "sample_euler", "sample_euler_maruyama", "sample_heun", "sample_ode", "sample_ode_dopri5",
-    "sample_ode_euler", "sample_ode_heun", "sample_ode_rk4", "sample_pc", "sigma_grid", "uniform_sigmas",
-    "vp_sigmas",
+    "CHURN_SAMPLERS", "DETERMINISTIC_SAMPLERS", "GRIDS", "SAMPLERS", "ddpm_sigma_grid", "ddpm_timesteps", "generate",
+    "get_sampler", "karras_sigmas", "loguniform_sigmas", "make_generator", "make_generators",
+    "polyexponential_sigmas", "randn", "sample_ddim", "sample_ddpm", "sample_deis", "sample_dpm_2", "sample_dpmpp_2m",
+    "sample_dpmpp_2m_sde", "sample_dpmpp_2s_ancestral", "sample_dpmpp_3m", "sample_dpmpp_3m_sde", "sample_dpmpp_sde",
+    "sample_euler", "sample_euler_maruyama", "sample_heun", "sample_ipndm", "sample_lms", "sample_ode",
+    "sample_ode_dopri5", "sample_ode_euler", "sample_ode_heun", "sample_ode_rk4", "sample_pc", "sample_unipc",
+    "sigma_grid", "uniform_sigmas", "vp_sigmas",
 ]

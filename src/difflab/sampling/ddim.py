@@ -18,6 +18,21 @@ from difflab.sampling.generate import resolve_generator
 from difflab.sampling.rng import randn_like
 
 
+def check_eta_defined(eta: float, sigmas: torch.Tensor):
+    """eq. 16 needs 1 - abar_{t-1} - sigma_t(eta)^2 >= 0: eta^2 <= sigma^2 / (sigma^2 - sigma'^2) (VE variables)
+    at each step to sigma' > 0 (the step to sigma' = 0 adds no noise whatever eta)."""
+    if eta <= 1.0:
+        return
+    s = sigmas.double()
+    s, s_next = s[:-1][s[1:] > 0], s[1:][s[1:] > 0]
+    gap = s**2 - s_next**2
+    if len(s) and bool((gap > 0).any()):
+        bound = float((s[gap > 0] ** 2 / gap[gap > 0]).min().sqrt())
+        if eta > bound * (1 + 1e-9):
+            raise ValueError(f"eta={eta:g} is not defined on this grid: DDIM's eta must be <= {bound:.4g} here "
+                             "(sqrt(sigma^2 / (sigma^2 - sigma'^2)) at its largest step)")
+
+
 @torch.no_grad()
 def sample_ddim(D, x, sigmas, *, generator=None, callback=None, guidance=None, eta: float = 0.0,
                 clip_x0: float | None = None, cond=None, seed: int | None = None, **options):
@@ -28,13 +43,16 @@ def sample_ddim(D, x, sigmas, *, generator=None, callback=None, guidance=None, e
 
     in the paper's (VP) variables x_t = x / sqrt(1 + sigma^2); input and output are VE-scaled. x0_hat = D(x;
     sigma), eps_hat = (x - D(x; sigma)) / sigma. ``clip_x0`` clips x0_hat only (eps_hat stays the network's, as
-    in diffusers' DDIMScheduler with ``use_clipped_model_output=False``). eta in [0, 1]; eta = 0 is
-    deterministic (no noise is drawn), eta = 1 is DDPM with the posterior variance.
+    in diffusers' DDIMScheduler with ``use_clipped_model_output=False``). eta = 0 is deterministic (no noise
+    is drawn), eta = 1 is DDPM with the posterior variance; eta > 1 (more noise than DDPM, the direction term
+    shrinks) is defined while 1 - abar_{t-1} - sigma_t^2 >= 0, i.e. eta^2 <= (1 - abar_t) / beta_t =
+    sigma^2 / (sigma^2 - sigma'^2) at every step to sigma' > 0; a larger eta is a ValueError.
     """
     check_options("ddim", options, set())
     sigmas = check_sigmas(sigmas)
-    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
-        raise ValueError(f"eta must be a number in [0, 1], got {eta!r}")
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not (eta >= 0.0 and math.isfinite(eta)):
+        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
+    check_eta_defined(eta, sigmas)
     check_clip(clip_x0)
     generator = resolve_generator(generator, seed, x)
     D, cond, n = guided(D, guidance), cond or {}, len(sigmas) - 1

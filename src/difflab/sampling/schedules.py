@@ -47,6 +47,20 @@ def loguniform_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0)
     return _append_zero(torch.logspace(math.log10(sigma_max), math.log10(sigma_min), n, dtype=torch.float64))
 
 
+def polyexponential_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 2.0) -> torch.Tensor:
+    """n levels with ln sigma_i = ln sigma_min + (1 - i/(n-1))^rho (ln sigma_max - ln sigma_min), i = 0..n-1,
+    then 0 (k-diffusion's ``get_sigmas_polyexponential``): rho = 1 is the log-uniform grid, rho > 1 puts more
+    levels at small sigma. Returns n + 1 values."""
+    check_positive_int("n (steps)", n)
+    _check_range(sigma_min, sigma_max)
+    if not (rho > 0 and math.isfinite(rho)):
+        raise ValueError(f"rho must be a finite number > 0, got {rho}")
+    if n == 1:
+        return _append_zero(torch.tensor([float(sigma_max)], dtype=torch.float64))
+    ramp = torch.linspace(1, 0, n, dtype=torch.float64) ** rho
+    return _append_zero(torch.exp(ramp * (math.log(sigma_max) - math.log(sigma_min)) + math.log(sigma_min)))
+
+
 def vp_sigmas(n: int, beta_d: float = 19.9, beta_min: float = 0.1, eps_t: float = 1e-3) -> torch.Tensor:
     """Continuous VP-SDE grid, uniform in t from 1 to eps_t (Song et al. 2021; Karras et al. 2022 Table 1)."""
     check_positive_int("n (steps)", n)
@@ -88,19 +102,25 @@ def ddpm_sigma_grid(n: int, T: int = 1000, beta_schedule: str = "linear", spacin
     return _append_zero(table[ddpm_timesteps(n, T, spacing, steps_offset)])
 
 
-GRIDS = {"karras": karras_sigmas, "uniform": uniform_sigmas, "loguniform": loguniform_sigmas, "vp": vp_sigmas}
+GRIDS = {"karras": karras_sigmas, "uniform": uniform_sigmas, "loguniform": loguniform_sigmas,
+         "polyexponential": polyexponential_sigmas, "vp": vp_sigmas}
+
+DEFAULT_RHO = {"karras": 7.0, "polyexponential": 2.0}  # rho=None in sigma_grid picks these
 
 
 DDPM_SPACINGS = ("leading", "trailing", "linspace")
 
 
-def sigma_grid(name: str, n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
+def sigma_grid(name: str, n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float | None = None,
                T: int = 1000, beta_schedule: str = "linear", **kw) -> torch.Tensor:
-    """A sampling grid by name: 'karras' (rho), 'uniform', 'loguniform', 'vp' (continuous VP-SDE, uses its own
+    """A sampling grid by name: 'karras' (rho, default 7), 'uniform', 'loguniform', 'polyexponential' (rho,
+    default 2), 'vp' (continuous VP-SDE, uses its own
     range; ``beta_d``, ``beta_min``, ``eps_t`` in kw), or 'ddpm_leading' / 'ddpm_trailing' / 'ddpm_linspace'
     (a sub-sequence of the T-step DDPM schedule ``beta_schedule``; sigma_min/max are ignored)."""
     if name == "karras":
-        return karras_sigmas(n, sigma_min, sigma_max, rho)
+        return karras_sigmas(n, sigma_min, sigma_max, DEFAULT_RHO[name] if rho is None else rho)
+    if name == "polyexponential":
+        return polyexponential_sigmas(n, sigma_min, sigma_max, DEFAULT_RHO[name] if rho is None else rho)
     if name == "uniform":
         return uniform_sigmas(n, sigma_min, sigma_max)
     if name == "loguniform":

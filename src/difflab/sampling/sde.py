@@ -102,17 +102,25 @@ def sample_euler_maruyama(D, x, sigmas, *, generator=None, callback=None, guidan
     return x
 
 
-def langevin_step(D, x, sigma: float, cond, snr: float, alpha: float, generator, snr_norm: str = "sample"):
+def langevin_step(D, x, sigma: float, cond, snr: float, alpha: float, generator, snr_norm: str = "sample",
+                  sigma_data: float = 0.5):
     """One Langevin corrector step at fixed sigma, Song et al. 2021, Algorithm 4 (VE, alpha = 1) / 5 (VP,
     alpha = 1 - beta_i): eps = 2 alpha (r ||z|| / ||score||)^2, x <- x + eps score + sqrt(2 eps) z.
 
-    ``snr_norm='sample'``: the norms of each sample (the algorithm as written; a sample does not depend on its
-    batch). ``'batch'``: the norms averaged over the batch, as in Song et al.'s code and diffusers'
+    ``snr_norm='expected'``: the norms replaced by their expectations for data of per-coordinate variance
+    sigma_data^2 (exact for N(0, sigma_data^2 I)): ||z||^2 = d and ||score||^2 = d / (sigma^2 + sigma_data^2),
+    i.e. the state-independent step eps = 2 alpha snr^2 (sigma^2 + sigma_data^2) (a sample does not depend on
+    its batch, and the step does not bias the stationary law in low dimension).
+    ``'sample'``: the norms of each sample (the algorithm as written; state-dependent, see :func:`sample_pc`).
+    ``'batch'``: the norms averaged over the batch, as in Song et al.'s code and diffusers'
     ScoreSdeVeScheduler (couples the samples of a batch). The step is invariant to the VE/VP scaling of x
     (eps_vp = eps / (1 + sigma^2) gives the same update), so it is applied to x directly."""
     denoised = denoise(D, x, sigma, cond)
     score = (denoised - x) / sigma**2
     z = randn_like(x, generator)
+    if snr_norm == "expected":
+        eps = 2 * alpha * snr**2 * (sigma**2 + sigma_data**2)
+        return x + eps * score + math.sqrt(2 * eps) * z
     grad_norm = score.flatten(1).norm(dim=1)
     noise_norm = z.flatten(1).norm(dim=1)
     if snr_norm == "batch":
@@ -124,7 +132,8 @@ def langevin_step(D, x, sigma: float, cond, snr: float, alpha: float, generator,
 @torch.no_grad()
 def sample_pc(D, x, sigmas, *, generator=None, callback=None, guidance=None, sde: str = "ve",
               predictor: str = "reverse_diffusion", snr: float = 0.16, n_corrector: int = 1,
-              snr_norm: str = "sample", beta_d: float = 19.9, beta_min: float = 0.1, cond=None,
+              snr_norm: str = "expected", sigma_data: float = 0.5, beta_d: float = 19.9, beta_min: float = 0.1,
+              cond=None,
               seed: int | None = None, **options):
     """Predictor–corrector sampling, Song et al. 2021, Algorithm 1 with Algorithms 2–5 (App. G).
 
@@ -134,11 +143,14 @@ def sample_pc(D, x, sigmas, *, generator=None, callback=None, guidance=None, sde
     This is the order of Song et al.'s code (corrector, then predictor, at each time); the last step (to
     sigma = 0) returns D(x; sigma_{N-1}). ``n_corrector=0`` gives the predictor alone. Defaults (snr 0.16,
     one corrector step, reverse diffusion) are the paper's VE settings for CIFAR-10.
-    ``snr_norm``: 'sample' (default; per-sample norms, so a sample is the same alone or in any batch) or
-    'batch' (norms averaged over the batch as in Song et al.'s code / diffusers; couples the batch).
-    Per-sample norms make the step size depend on the state, which biases the corrector's stationary law:
-    in d dims ||z||^2 / (||score||^2 v) is F(d, d)-distributed, so in low dimension (d < ~100) the corrector
-    inflates the variance (for d = 1 it is unstable); use 'batch' or n_corrector=0 there.
+    ``snr_norm``: 'expected' (default; the step 2 alpha snr^2 (sigma^2 + sigma_data^2) that the rule gives with
+    the norms' expected values ||z||^2 = d, ||score||^2 = d / (sigma^2 + sigma_data^2), ``sigma_data`` default
+    0.5 as EDM: per-sample, state-independent, correct in every dimension), 'sample' (per-sample realised
+    norms, the algorithm as written) or 'batch' (norms averaged over the batch as in Song et al.'s code /
+    diffusers; couples the batch). Per-sample realised norms make the
+    step size depend on the state, which biases the corrector's stationary law: in d dims
+    ||z||^2 / (||score||^2 v) is F(d, d)-distributed, so in low dimension (d < ~100) the corrector inflates
+    the variance (for d = 1 it is unstable); before issue 17 'sample' was the default.
     """
     check_options("pc", options, set())
     sigmas = check_sigmas(sigmas)
@@ -147,8 +159,10 @@ def sample_pc(D, x, sigmas, *, generator=None, callback=None, guidance=None, sde
         raise ValueError(f"predictor must be one of {_PREDICTORS}, got {predictor!r}")
     if isinstance(snr, bool) or not isinstance(snr, (int, float)) or not (snr > 0 and math.isfinite(snr)):
         raise ValueError(f"snr must be a finite number > 0, got {snr!r}")
-    if snr_norm not in ("sample", "batch"):
-        raise ValueError(f"snr_norm must be 'sample' or 'batch', got {snr_norm!r}")
+    if not (isinstance(sigma_data, (int, float)) and sigma_data >= 0 and math.isfinite(sigma_data)):
+        raise ValueError(f"sigma_data must be a finite number >= 0, got {sigma_data!r}")
+    if snr_norm not in ("expected", "sample", "batch"):
+        raise ValueError(f"snr_norm must be 'expected', 'sample' or 'batch', got {snr_norm!r}")
     if isinstance(n_corrector, bool) or not isinstance(n_corrector, int) or n_corrector < 0:
         raise ValueError(f"n_corrector must be an integer >= 0, got {n_corrector!r}")
     generator = resolve_generator(generator, seed, x)
@@ -158,7 +172,7 @@ def sample_pc(D, x, sigmas, *, generator=None, callback=None, guidance=None, sde
         # Corrector: Langevin MCMC at sigma_i.
         alpha = 1.0 if sde == "ve" else (1 + sigma_next**2) / (1 + sigma**2)
         for _ in range(n_corrector):
-            x = langevin_step(D, x, sigma, cond, snr, alpha, generator, snr_norm)
+            x = langevin_step(D, x, sigma, cond, snr, alpha, generator, snr_norm, sigma_data)
         # Predictor: one reverse-SDE step to sigma_{i+1}.
         denoised = denoise(D, x, sigma, cond)
         report(callback, guidance, i=i, x=x, sigma=sigma, sigma_hat=sigma, denoised=denoised)
