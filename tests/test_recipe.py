@@ -31,9 +31,11 @@ def test_defaults_are_a_frozen_dataclass():
     ({"steps": 2.5}, "steps must be an integer"),
     ({"S_churn": -1.0}, "S_churn must be a finite number >= 0"),
     ({"S_churn": math.inf}, "S_churn must be a finite number >= 0"),
-    ({"eta": 2.0}, "eta must be a number in [0, 1]"),
+    ({"eta": 200.0}, "eta must be a number in [0, 100]"),
     ({"sampler": "nope"}, "unknown sampler 'nope'"),
-    ({"sampler": "dpmpp_2m", "S_churn": 0.5}, "--S-churn applies to the heun and euler samplers"),
+    ({"sampler": "dpmpp_2m", "S_churn": 0.5}, "--S-churn applies to the heun, euler and dpm_2 samplers"),
+    ({"sampler": "heun", "order": 2}, "--order applies to the "),
+    ({"order": 9}, "order must be an integer in [1, 4]"),
     ({"sampler": "heun", "eta": 0.5}, "--eta applies to the"),
     ({"pg_kernel": "cosine"}, "--pg-kernel must be one of rbf, iou, feature"),
     ({"pg_features": "digit-features"}, "--pg-features needs --pg-kernel feature"),
@@ -75,6 +77,8 @@ def test_builds_guidance_in_order_and_sampler_options():
     assert g[0].weight == 0.5 and g[1].group_size == 2
     assert spec.sampler_options() == {"S_churn": 0.4, "S_noise": 1.0, "S_tmin": 0.0, "S_tmax": math.inf}
     assert SamplingSpec(sampler="ddim", eta=0.3).sampler_options() == {"eta": 0.3}
+    assert SamplingSpec(sampler="unipc", order=2, variant="bh1").sampler_options() == {"order": 2, "variant": "bh1"}
+    assert SamplingSpec(sampler="dpmpp_2m_sde", S_noise=0.5).sampler_options() == {"s_noise": 0.5}
     assert SamplingSpec().guidance(None) is None
 
 

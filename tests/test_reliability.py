@@ -549,7 +549,7 @@ def test_network_options_from_the_config_give_config_errors(tmp_path, capsys):
     (["--S-churn", "-1"], "--S-churn must be a finite number >= 0"),
     (["--S-churn", "inf"], "--S-churn must be a finite number >= 0"),
     (["--pg-weight", "-0.5"], "--pg-weight must be a finite number >= 0"),
-    (["--eta", "1.5"], "--eta must be a number in [0, 1]"),
+    (["--eta", "-1"], "--eta must be a number in [0, 100]"),
     (["--cfg-weight", "nan"], "--cfg-weight must be a number in [-1000, 1000]"),
     (["--sigma-min", "0"], "--sigma-min must be a number in (0, "),
     (["--sigma-max", "-3"], "--sigma-max must be a number in (0, "),
@@ -559,7 +559,7 @@ def test_network_options_from_the_config_give_config_errors(tmp_path, capsys):
     (["--label", "10"], "--label must be in [0, 9], got 10"),
     (["--sigma-min", "5", "--sigma-max", "1"], "sigma_min=5.0, sigma_max=1.0"),
     (["--S-tmin", "5", "--S-tmax", "1"], "S_tmin=5.0, S_tmax=1.0"),
-    (["--eta", "0.5"], "--eta applies to the ddim sampler only"),
+    (["--eta", "0.5"], "--eta applies to the ddim, dpmpp_2s_ancestral, "),
     (["--sampler", "nope"], "unknown sampler 'nope'"),
     (["--device", "gpu0"], "--device must be cpu, cuda or cuda:N, got 'gpu0'"),
 ])

@@ -82,9 +82,9 @@ def add_sampling_args(p: argparse.ArgumentParser, steps_default=18):
     F = _spec_flag
     p.add_argument("--sampler", default="heun", help="a name in difflab.sampling.SAMPLERS (default heun)")
     p.add_argument("--steps", type=F("steps"), default=steps_default, help="number of steps N")
-    p.add_argument("--grid", default="karras", help="sigma grid: karras | uniform | loguniform | vp | ddpm_leading | "
-                   "ddpm_trailing | ddpm_linspace")
-    p.add_argument("--rho", type=F("rho"), default=7.0, help="Karras grid exponent rho (default 7)")
+    p.add_argument("--grid", default="karras", help="sigma grid: karras | polyexponential | uniform | loguniform | vp | "
+                   "ddpm_leading | ddpm_trailing | ddpm_linspace")
+    p.add_argument("--rho", type=F("rho"), default=None, help="grid exponent rho (default: 7 karras, 2 polyexponential)")
     p.add_argument("--sigma-min", type=F("sigma_min"), default=None, help="default: the model's sigma_min")
     p.add_argument("--sigma-max", type=F("sigma_max"), default=None, help="default: the model's sigma_max")
     p.add_argument("--S-churn", dest="S_churn", type=F("S_churn"), default=0.0,
@@ -93,7 +93,10 @@ def add_sampling_args(p: argparse.ArgumentParser, steps_default=18):
     p.add_argument("--S-tmin", dest="S_tmin", type=F("S_tmin"), default=0.0, help="churn only for sigma >= S_tmin")
     p.add_argument("--S-tmax", dest="S_tmax", type=F("S_tmax"), default=float("inf"),
                    help="churn only for sigma <= S_tmax")
-    p.add_argument("--eta", type=F("eta"), default=None, help="noise of the samplers that take eta (DDIM)")
+    p.add_argument("--eta", type=F("eta"), default=None, help="noise of the samplers that take eta (ddim, dpmpp_*_sde, ...)")
+    p.add_argument("--order", type=F("order"), default=None, help="solver order (lms, deis, ipndm, unipc)")
+    p.add_argument("--variant", default=None, help="sampler variant (unipc: bh1 | bh2)")
+    p.add_argument("--noise", default=None, help="SDE samplers' noise: brownian (a Brownian tree; needs torchsde)")
     p.add_argument("--init-noise-scale", type=F("init_noise_scale"), default=1.0,
                    help="scale of the starting noise relative to sigma_max (the thesis used 0.1)")
     p.add_argument("--cfg-weight", type=F("cfg_weight"), default=None, help="classifier-free guidance weight w")

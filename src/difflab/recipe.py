@@ -32,7 +32,8 @@ RULES: dict[str, tuple[str, dict]] = {
     "S_noise": ("float", dict(lo=0, hi=1e3)),
     "S_tmin": ("float", dict(lo=0)),
     "S_tmax": ("float", dict(lo=0, allow_inf=True)),
-    "eta": ("float", dict(lo=0, hi=1)),
+    "eta": ("float", dict(lo=0, hi=100)),
+    "order": ("int", dict(lo=1, hi=4)),
     "init_noise_scale": ("float", dict(lo=0, hi=1e3, lo_open=True)),
     "cfg_weight": ("float", dict(lo=-1e3, hi=1e3)),
     "cg_scale": ("float", dict(lo=-1e6, hi=1e6)),
@@ -59,7 +60,10 @@ class SamplingSpec:
     - sampler options: ``sampler`` (a name in ``difflab.sampling.SAMPLERS``), ``steps``, ``grid`` (a name of
       ``sigma_grid`` or an explicit decreasing list ending in 0), ``rho``, ``sigma_min``/``sigma_max`` (None:
       the model's), the churn of Karras et al. 2022 Algorithm 2 (``S_churn``, ``S_noise``, ``S_tmin``,
-      ``S_tmax``; EDM samplers only), ``eta`` (samplers that take it), ``init_noise_scale``.
+      ``S_tmax``; EDM samplers only; ``S_noise`` is also the SDE samplers' ``s_noise``), ``init_noise_scale``,
+      and the options of the samplers whose signature names them (:data:`SAMPLER_OPTIONS`): ``eta`` (DDIM and
+      the SDE samplers), ``order`` (lms, deis, ipndm, unipc), ``variant`` (unipc: bh1 | bh2), ``noise`` (the SDE
+      samplers: 'brownian' for a Brownian tree, needs torchsde).
     - classifier-free guidance: ``cfg_weight`` (None: off), ``cfg_convention`` ('ntnu' or 'ho').
     - classifier guidance: ``cg_model`` (a noise-conditional classifier, shipped name or run dir), ``cg_scale``.
     - particle guidance (Corso et al. 2023): ``pg_weight`` (0: off), ``pg_kernel``, ``pg_features`` (kernel
@@ -71,7 +75,7 @@ class SamplingSpec:
     sampler: str = "heun"
     steps: int = 18
     grid: str | tuple = "karras"
-    rho: float = 7.0
+    rho: float | None = None
     sigma_min: float | None = None
     sigma_max: float | None = None
     S_churn: float = 0.0
@@ -79,6 +83,9 @@ class SamplingSpec:
     S_tmin: float = 0.0
     S_tmax: float = math.inf
     eta: float | None = None
+    order: int | None = None
+    variant: str | None = None
+    noise: str | None = None
     init_noise_scale: float = 1.0
     cfg_weight: float | None = None
     cfg_convention: str | None = None
@@ -112,13 +119,14 @@ class SamplingSpec:
         elif not isinstance(self.grid, (str, tuple)):
             raise ValueError(f"grid must be a grid name or a list of sigmas, got {self.grid!r}")
         if self.S_churn and self.sampler not in CHURN_SAMPLERS:
-            raise ValueError(f"--S-churn applies to the {' and '.join(CHURN_SAMPLERS)} samplers, not "
-                             f"{self.sampler!r}")
-        if self.eta is not None and "eta" not in _parameters(fn):
-            from difflab.sampling import SAMPLERS
+            raise ValueError(f"--S-churn applies to the {_names(CHURN_SAMPLERS)} samplers, not {self.sampler!r}")
+        for option in SAMPLER_OPTIONS:
+            if getattr(self, option) is not None and option not in _parameters(fn):
+                from difflab.sampling import SAMPLERS
 
-            takes = [name for name, f in SAMPLERS.items() if "eta" in _parameters(f)]
-            raise ValueError(f"--eta applies to the {', '.join(takes)} sampler{'s' if len(takes) > 1 else ''} only")
+                takes = [name for name, f in SAMPLERS.items() if option in _parameters(f)]
+                raise ValueError(f"--{option} applies to the {_names(takes)} sampler{'s' if len(takes) > 1 else ''} "
+                                 "only")
         if self.pg_kernel not in PG_KERNELS:
             raise ValueError(f"--pg-kernel must be one of {', '.join(PG_KERNELS)}, got {self.pg_kernel!r}")
         if self.pg_variant not in PG_VARIANTS:
@@ -163,13 +171,14 @@ class SamplingSpec:
     # -- building blocks for a model -----------------------------------------------------------------------
     def sampler_options(self) -> dict:
         """Keyword options of ``SAMPLERS[sampler]``: churn for the EDM samplers, eta where the sampler takes it."""
-        from difflab.sampling import CHURN_SAMPLERS
+        from difflab.sampling import CHURN_SAMPLERS, get_sampler
 
         opts = {}
         if self.sampler in CHURN_SAMPLERS:
             opts.update(S_churn=self.S_churn, S_noise=self.S_noise, S_tmin=self.S_tmin, S_tmax=self.S_tmax)
-        if self.eta is not None:
-            opts["eta"] = self.eta
+        elif self.S_noise != 1.0 and "s_noise" in _parameters(get_sampler(self.sampler)):
+            opts["s_noise"] = self.S_noise  # the SDE samplers' name for the noise scale
+        opts.update({k: getattr(self, k) for k in SAMPLER_OPTIONS if getattr(self, k) is not None})
         return opts
 
     def guidance(self, D) -> list | None:
@@ -224,6 +233,14 @@ class SamplingSpec:
                 raise ValueError(f"--label must be in [0, {k - 1}], got {self.label}")
             return torch.full((n,), self.label, dtype=torch.long, device=self.device)
         return torch.arange(n, device=self.device) % k
+
+
+SAMPLER_OPTIONS = ("eta", "order", "variant", "noise")  # passed to the samplers whose signature names them
+
+
+def _names(names) -> str:
+    names = list(names)
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 def _parameters(fn) -> set:

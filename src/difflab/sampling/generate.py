@@ -88,7 +88,7 @@ def check_memory(n: int, shape, batch_size: int, steps: int, device) -> None:
 
 
 def generate(D, n: int, shape, *, sampler: str = "heun", steps: int = 18, sigma_min: float = 0.002,
-             sigma_max: float = 80.0, rho: float = 7.0, grid="karras", seed: int = 0, offset: int = 0,
+             sigma_max: float = 80.0, rho: float | None = None, grid="karras", seed: int = 0, offset: int = 0,
              cond: dict | None = None, guidance=None, init_noise_scale: float = 1.0, callback=None,
              batch_size: int | None = None, device=None, check_finite: bool = True, **options) -> torch.Tensor:
     """Draw ``n`` samples of per-sample ``shape`` (e.g. ``(1, 28, 28)``) with ``SAMPLERS[sampler]``.
