@@ -40,8 +40,16 @@ QUICK = {"ddpm": [20], "ddim": [10], "heun": [5], "dpmpp_2m": [5]}
 LABELS = {"ddpm": "DDPM (ancestral)", "ddim": "DDIM", "heun": "EDM Heun", "dpmpp_2m": "DPM-Solver++(2M)"}
 
 
+TWO_STAGE = ("heun", "dpm_2", "dpmpp_2s_ancestral", "dpmpp_sde", "ode_heun")  # 2 evaluations a step, 1 in the last
+
+
 def nfe_of(sampler: str, steps: int) -> int:
-    return 2 * steps - 1 if sampler == "heun" else steps
+    return 2 * steps - 1 if sampler in TWO_STAGE else steps
+
+
+def steps_for(sampler: str, nfe: int) -> int:
+    """The most steps whose NFE does not exceed ``nfe``."""
+    return max(1, (nfe + 1) // 2) if sampler in TWO_STAGE else nfe
 
 
 def load_model(name: str):
@@ -136,7 +144,11 @@ def main(argv=None) -> int:
     p.add_argument("--png", default=None, help="frontier plot (default: next to the JSON)")
     p.add_argument("--inception", action="store_true", help="also the standard Inception FID per configuration")
     p.add_argument("--deadline-s", type=float, default=None, help="start no new configuration after this")
-    p.add_argument("--samplers", default=None, help="comma list: run only these samplers of the plan, in this order")
+    p.add_argument("--samplers", default=None, help="comma list: run only these samplers of the plan, in this order "
+                   "(with --nfe: any names of difflab.sampling.SAMPLERS)")
+    p.add_argument("--nfe", default=None, help="comma list of NFE budgets (e.g. 5,10,20): each sampler of --samplers runs "
+                   "with the most steps within each budget, on --grid")
+    p.add_argument("--grid", default="karras", help="with --nfe: the sigma grid (karras, loguniform, polyexponential)")
     args = p.parse_args(argv)
     t_start = time.perf_counter()
     common.setup(args)
@@ -147,7 +159,10 @@ def main(argv=None) -> int:
     D = load_model(args.model).to(args.device)
     n = args.n or (64 if args.quick else 5000)
     plan = QUICK if args.quick else FULL
-    if args.samplers:
+    if args.nfe:
+        budgets = [int(v) for v in args.nfe.split(",")]
+        plan = {name: sorted({steps_for(name, b) for b in budgets}) for name in (args.samplers or "heun").split(",")}
+    elif args.samplers:
         wanted = args.samplers.split(",")
         unknown = sorted(set(wanted) - set(plan))
         if unknown:
@@ -170,6 +185,8 @@ def main(argv=None) -> int:
                 out.setdefault("skipped", []).append({"sampler": sampler, "steps": steps})
                 continue
             grid = ("ddpm_leading" if discrete else "karras") if sampler in ("ddpm", "ddim") else "karras"
+            if args.nfe:
+                grid = args.grid
             t0 = time.perf_counter()
             x = generate(D, n, shape, sampler=sampler, steps=steps, grid=grid, sigma_min=D.sigma_min,
                          sigma_max=D.sigma_max, seed=args.seed, cond=cond, batch_size=args.batch_size,

@@ -1,4 +1,4 @@
-"""The ``difflab`` command line: data, train, sample, eval, sweep, toy, demo, reproduce.
+"""The ``difflab`` command line: data, train, sample, eval, schedule, sweep, toy, demo, reproduce.
 
 User errors (bad values, missing or corrupted files) print one line ``difflab: error: ...`` and exit 2;
 never a traceback."""
@@ -128,7 +128,7 @@ def spec_from_args(args) -> SamplingSpec:
 def build_parser() -> argparse.ArgumentParser:
     ap = Parser(prog="difflab", description="Diffusion models behind one denoiser contract.")
     ap.add_argument("--version", action="version", version="difflab 0.1.0")
-    sub = ap.add_subparsers(dest="command", metavar="{data,train,sample,eval,sweep,toy,demo,reproduce}")
+    sub = ap.add_subparsers(dest="command", metavar="{data,train,sample,eval,schedule,sweep,toy,demo,reproduce}")
 
     p = sub.add_parser("data", help="fetch and verify datasets")
     dsub = p.add_subparsers(dest="data_command")
@@ -171,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", default=None, choices=["otsu"],
                    help="Otsu background masking before the digit classifier (as the ETH thesis)")
     add_sampling_args(p)
+
+    p = sub.add_parser("schedule", help="a sigma grid optimised for a model and a step budget (GITS-style DP)")
+    p.add_argument("model", help="run directory or shipped model name")
+    p.add_argument("--nfe", type=_count("--nfe"), required=True,
+                   help="steps of the grid (= NFE for one-evaluation samplers: ipndm, dpmpp_2m, unipc, deis, euler)")
+    p.add_argument("--out", default="grid.json", help="the grid file, used as --grid FILE")
+    p.add_argument("--fine", type=_count("--fine"), default=100, help="intervals of the fine reference grid")
+    p.add_argument("--batch", type=_count("--batch"), default=16, help="reference trajectories")
+    p.add_argument("--seed", type=_spec_flag("seed"), default=0, help="seed of the reference trajectories")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
 
     p = sub.add_parser("sweep", help="grid over sampler options with resumable per-point results and heatmaps")
     p.add_argument("config", help="sweep YAML")

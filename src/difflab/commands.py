@@ -73,7 +73,8 @@ def sample(args, spec: SamplingSpec):
         tdir.mkdir(parents=True, exist_ok=True)
         save_trajectory(recorder.frames, tdir / "trajectory.png", tdir / "trajectory.gif")
         print(f"trajectory: {tdir / 'trajectory.png'}, {tdir / 'trajectory.gif'}")
-    print(f"wrote {out} and {npz} ({args.n} samples, {spec.sampler}, {spec.steps} steps, {wall:.1f}s)")
+    steps = len(spec.grid) - 1 if isinstance(spec.grid, tuple) else spec.steps
+    print(f"wrote {out} and {npz} ({args.n} samples, {spec.sampler}, {steps} steps, {wall:.1f}s)")
 
 
 def eval(args, spec: SamplingSpec):  # noqa: A001 - the CLI verb
@@ -108,6 +109,26 @@ def eval_likelihood(args):
         check_output_path(args.json, "--json")
     write_json(run_likelihood(args.model, n=args.n, data=args.data, seed=args.seed, hutchinson=args.hutchinson,
                               solver=args.solver, rtol=args.rtol, atol=args.atol, batch_size=args.batch_size), args.json)
+
+
+def schedule(args):
+    from difflab.models import load, model_shape
+    from difflab.sampling.optimize import optimize_grid
+
+    out = check_output_path(args.out, "--out", (".json",))
+    D = load(args.model, device=args.device)
+    cfg = D.difflab_config
+    if cfg.model.task != "diffusion" or cfg.data.cond_frames:
+        raise ValueError(f"{args.model}: difflab schedule needs an image diffusion model")
+    cond = SamplingSpec(device=args.device).class_labels(D, args.batch)
+    res = optimize_grid(D, args.nfe, model_shape(D), sigma_min=cfg.model.sigma_min, sigma_max=cfg.model.sigma_max,
+                        fine=args.fine, batch=args.batch, seed=args.seed, device=args.device,
+                        cond={"class_labels": cond} if cond is not None else None)
+    res["model"] = str(args.model)
+    write_json(res, out, sort_keys=False)
+    karras = f", Karras {res['cost_karras']:.4g}" if res["cost_karras"] is not None else ""
+    print(f"wrote {out}: {args.nfe} steps, sigmas {', '.join(f'{v:.3g}' for v in res['sigmas'])} "
+          f"(summed Euler error {res['cost']:.4g}{karras})")
 
 
 def sweep(args):

@@ -58,7 +58,9 @@ class SamplingSpec:
     """How to sample: the sampler and its options, guidances, seed, batch size and device (see the module doc).
 
     - sampler options: ``sampler`` (a name in ``difflab.sampling.SAMPLERS``), ``steps``, ``grid`` (a name of
-      ``sigma_grid`` or an explicit decreasing list ending in 0), ``rho``, ``sigma_min``/``sigma_max`` (None:
+      ``sigma_grid``, an explicit decreasing list ending in 0, or a ``.json`` file from ``difflab schedule``, read
+      into the list, so ``to_dict`` records the sigmas themselves; ``steps`` is then ignored), ``rho``,
+      ``sigma_min``/``sigma_max`` (None:
       the model's), the churn of Karras et al. 2022 Algorithm 2 (``S_churn``, ``S_noise``, ``S_tmin``,
       ``S_tmax``; EDM samplers only; ``S_noise`` is also the SDE samplers' ``s_noise``), ``init_noise_scale``,
       and the options of the samplers whose signature names them (:data:`SAMPLER_OPTIONS`): ``eta`` (DDIM and
@@ -114,6 +116,8 @@ class SamplingSpec:
                 check_field(f.name, v)
         fn = get_sampler(self.sampler)
         check_churn(self.S_churn, self.S_noise, self.S_tmin, self.S_tmax)
+        if isinstance(self.grid, str) and self.grid.endswith(".json"):
+            object.__setattr__(self, "grid", read_grid(self.grid))
         if isinstance(self.grid, list):
             object.__setattr__(self, "grid", tuple(float(s) for s in self.grid))
         elif not isinstance(self.grid, (str, tuple)):
@@ -233,6 +237,22 @@ class SamplingSpec:
                 raise ValueError(f"--label must be in [0, {k - 1}], got {self.label}")
             return torch.full((n,), self.label, dtype=torch.long, device=self.device)
         return torch.arange(n, device=self.device) % k
+
+
+def read_grid(path: str) -> tuple:
+    """The sigmas of a grid file written by ``difflab schedule`` (JSON ``{"sigmas": [...]}`` or a bare list)."""
+    import json
+    from pathlib import Path
+
+    p = Path(path)
+    if not p.is_file():
+        raise ValueError(f"--grid {path}: no such grid file (write one with `difflab schedule MODEL --nfe N --out {path}`)")
+    try:
+        data = json.loads(p.read_text())
+        sigmas = data["sigmas"] if isinstance(data, dict) else data
+        return tuple(float(v) for v in sigmas)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--grid {path}: not a grid file ({type(e).__name__}: {e})") from None
 
 
 SAMPLER_OPTIONS = ("eta", "order", "variant", "noise")  # passed to the samplers whose signature names them
