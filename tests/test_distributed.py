@@ -185,3 +185,24 @@ def test_torchrun_cli_two_processes_equals_single_process(tmp_path, single_proce
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert p.stdout.count('"steps": 3') == 1  # one summary: rank 0 only
     _compare_with_single_process(ddp_out, single_process_run)
+
+
+def test_torchrun_eval_two_processes_equals_one(tmp_path):
+    """`torchrun --nproc_per_node=2 -m difflab eval ...` splits the seeds across two gloo processes, gathers the
+    samples and writes one JSON equal to one process's (per-sample generators; the network's batch composition
+    differs, so floats agree to rounding, discrete results exactly)."""
+    import json
+    import subprocess
+    import sys
+
+    argv = ["-m", "difflab", "eval", "mnist-cond", "--metrics", "modes,fid_classifier", "--num-samples", "20",
+            "--steps", "4", "--batch-size", "8"]
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    p = subprocess.run([sys.executable, *argv, "--json", str(one)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", *argv, "--json", str(two)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    a, b = json.loads(one.read_text()), json.loads(two.read_text())
+    assert a["class_hist"] == b["class_hist"] and a["modes_per_10"] == b["modes_per_10"] and b["n"] == 20
+    assert abs(a["fid_classifier"] - b["fid_classifier"]) <= 1e-4 * abs(a["fid_classifier"])

@@ -163,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", nargs="?", help="run directory or shipped model name (or use --real)")
     p.add_argument("--metrics", default="is,fid_classifier,modes",
                    help="comma list: is, fid_classifier, fid_inception, kid, modes, diversity, prdc, vendi")
-    p.add_argument("--n", type=_count("--n"), default=1000, help="number of samples to score")
+    p.add_argument("--n", "--num-samples", dest="n", type=_count("--n"), default=1000,
+                   help="number of samples to score (spell it --num-samples under torchrun, whose own options "
+                        "make --n ambiguous)")
     p.add_argument("--json", default=None, help="write the results as JSON here")
     p.add_argument("--real", default=None, help="score real data instead of a model, e.g. mnist:test")
     p.add_argument("--ref", default="mnist:test", help="reference set for FID/KID")

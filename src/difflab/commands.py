@@ -82,8 +82,9 @@ def eval(args, spec: SamplingSpec):  # noqa: A001 - the CLI verb
 
     if args.json:
         check_output_path(args.json, "--json")
-    write_json(run_eval(args.model, spec, args.metrics, n=args.n, real=args.real, ref=args.ref, mask=args.mask),
-               args.json)
+    res = run_eval(args.model, spec, args.metrics, n=args.n, real=args.real, ref=args.ref, mask=args.mask)
+    if res is not None:  # None on the ranks other than 0 of a sharded (torchrun) eval
+        write_json(res, args.json)
 
 
 def eval_prior(args, spec: SamplingSpec):

@@ -221,9 +221,9 @@ class SamplingSpec:
                     sigma_max=sigma_max, init_noise_scale=self.init_noise_scale, guidance=self.guidance(D),
                     **self.sampler_options())
 
-    def class_labels(self, D, n: int) -> torch.Tensor | None:
-        """Labels for n samples of a class-conditional D: ``label`` for all, else cycling 0..K-1; None for an
-        unconditional model (where ``label`` only steers classifier guidance)."""
+    def class_labels(self, D, n: int, offset: int = 0) -> torch.Tensor | None:
+        """Labels for samples ``offset .. offset + n - 1`` of a class-conditional D: ``label`` for all, else
+        cycling ``k mod K``; None for an unconditional model (where ``label`` only steers classifier guidance)."""
         from difflab.models import num_classes
 
         k = num_classes(D)
@@ -236,7 +236,7 @@ class SamplingSpec:
             if not 0 <= self.label < k:
                 raise ValueError(f"--label must be in [0, {k - 1}], got {self.label}")
             return torch.full((n,), self.label, dtype=torch.long, device=self.device)
-        return torch.arange(n, device=self.device) % k
+        return torch.arange(offset, offset + n, device=self.device) % k
 
 
 def read_grid(path: str) -> tuple:
@@ -285,7 +285,7 @@ def sample(model, spec: SamplingSpec, n: int, cond: dict | None = None, *, offse
     cond = dict(cond or {})
     labels = cond.get("class_labels")
     if labels is None:
-        labels = spec.class_labels(D, n)
+        labels = spec.class_labels(D, n, offset)
         if labels is not None:
             cond["class_labels"] = labels
     x = generate(D, n, model_shape(D), seed=spec.seed, offset=offset, cond=cond, callback=callback,

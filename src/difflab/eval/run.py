@@ -134,17 +134,50 @@ def evaluate_images(images: torch.Tensor, metrics="is,fid_classifier,modes", *, 
 
 def sample_model(model, spec, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``n`` samples [n, C, H, W] (float, CPU) of ``model`` (a loaded D, a shipped name or a run directory) as
-    ``spec`` (a :class:`~difflab.recipe.SamplingSpec`) says, and the class labels used (or None)."""
+    ``spec`` (a :class:`~difflab.recipe.SamplingSpec`) says, and the class labels used (or None).
+
+    Under ``torchrun`` (WORLD_SIZE > 1) each rank draws a contiguous share of the n seeds (aligned to the particle
+    group, so no group spans two ranks) and every rank receives all n samples in seed order: since sample k comes
+    from the generator seeded (seed, k) alone, the result equals one process's."""
     from difflab.models import load
     from difflab.recipe import sample
+    from difflab.training.distributed import dist_env
 
     D = load(model, device=spec.device, compile=spec.compile) if isinstance(model, (str, Path)) else model
     cfg = D.difflab_config
     if cfg.data.cond_frames:
         raise ValueError(f"{getattr(D, 'difflab_path', model)} predicts frames; use `difflab eval motion` or "
                          "`eval prior`")
-    x, labels = sample(D, spec, n)
-    return x[:, : cfg.model.channels].float().cpu(), labels
+    rank, world, _ = dist_env()
+    if world == 1:
+        x, labels = sample(D, spec, n)
+        return x[:, : cfg.model.channels].float().cpu(), labels
+    import torch.distributed as dist
+
+    unit = (spec.pg_batch or n) if spec.pg_weight else 1
+    if n % unit:
+        raise ValueError(f"--n {n} must be a multiple of the particle group (--pg-batch {unit}) to shard it")
+    groups = n // unit
+    start, stop = (unit * (groups * r // world) for r in (rank, rank + 1))
+    x, _ = sample(D, spec, stop - start, offset=start)
+    parts = [None] * world
+    dist.all_gather_object(parts, x[:, : cfg.model.channels].float().cpu())
+    return torch.cat(parts), spec.class_labels(D, n)
+
+
+def _distributed(device: str):
+    """Join torchrun's process group for a sharded eval (gloo on the CPU, NCCL on CUDA); None without torchrun."""
+    import torch.distributed as dist
+
+    from difflab.training.distributed import dist_env
+
+    rank, world, local_rank = dist_env()
+    if world == 1 or dist.is_initialized():
+        return None
+    if str(device).startswith("cuda"):
+        torch.cuda.set_device(local_rank)
+    dist.init_process_group("nccl" if str(device).startswith("cuda") else "gloo", rank=rank, world_size=world)
+    return dist
 
 
 def format_table(res: dict, ref: str | None = None) -> str:
@@ -172,8 +205,23 @@ def run_eval(model, spec, metrics="is,fid_classifier,modes", *, n: int = 1000, r
              ref: str = "mnist:test", mask=None) -> dict:
     """The ``difflab eval`` back end: score ``n`` samples of ``model`` drawn as ``spec`` says (or ``n`` real
     images of ``real``); prints a table and returns {metric: value, ..., 'n', 'seed', 'ref', 'sampling'}, where
-    'sampling' is ``spec.to_dict()`` (the exact recipe, replayable with ``SamplingSpec.from_dict``)."""
+    'sampling' is ``spec.to_dict()`` (the exact recipe, replayable with ``SamplingSpec.from_dict``).
+
+    Under ``torchrun --nproc_per_node=N -m difflab eval ...`` the sampling is split across the N processes
+    (:func:`sample_model`); rank 0 scores the gathered samples and returns the result, the other ranks None."""
     metrics = parse_metrics(metrics)
+    dist = _distributed(spec.device) if model and not real else None
+    try:
+        res = _run_eval(model, spec, metrics, n, real, ref, mask)
+    finally:
+        if dist is not None:
+            dist.destroy_process_group()
+    return res
+
+
+def _run_eval(model, spec, metrics, n, real, ref, mask) -> dict | None:
+    from difflab.training.distributed import dist_env
+
     t0 = time.time()
     true_labels = None
     if real:
@@ -186,6 +234,8 @@ def run_eval(model, spec, metrics="is,fid_classifier,modes", *, n: int = 1000, r
                   "against its own set (use --ref mnist:train for a fair real-data baseline)")
     elif model:
         images, labels = sample_model(model, spec, n)
+        if dist_env()[0] != 0:
+            return None  # rank 0 scores the gathered samples
         source = {"model": str(model), "labels": "cycling" if labels is not None and spec.label is None
                   else spec.label, "sampling": spec.to_dict()}
     else:
