@@ -148,7 +148,8 @@ def main(argv=None) -> int:
                    "(with --nfe: any names of difflab.sampling.SAMPLERS)")
     p.add_argument("--nfe", default=None, help="comma list of NFE budgets (e.g. 5,10,20): each sampler of --samplers runs "
                    "with the most steps within each budget, on --grid")
-    p.add_argument("--grid", default="karras", help="with --nfe: the sigma grid (karras, loguniform, polyexponential)")
+    p.add_argument("--grid", default="karras", help="with --nfe: the sigma grid (karras, loguniform, polyexponential, "
+                   "or a .json file from `difflab schedule`, which fixes the steps)")
     args = p.parse_args(argv)
     t_start = time.perf_counter()
     common.setup(args)
@@ -187,6 +188,11 @@ def main(argv=None) -> int:
             grid = ("ddpm_leading" if discrete else "karras") if sampler in ("ddpm", "ddim") else "karras"
             if args.nfe:
                 grid = args.grid
+                if grid.endswith(".json"):  # a grid file from `difflab schedule` (its own number of steps)
+                    from difflab.recipe import read_grid
+
+                    grid = list(read_grid(grid))
+                    steps = len(grid) - 1
             t0 = time.perf_counter()
             x = generate(D, n, shape, sampler=sampler, steps=steps, grid=grid, sigma_min=D.sigma_min,
                          sigma_max=D.sigma_max, seed=args.seed, cond=cond, batch_size=args.batch_size,
@@ -195,7 +201,8 @@ def main(argv=None) -> int:
             t_sample = time.perf_counter() - t0
             x = x.clamp(-1, 1).cpu()
             r = fid.compute_fid(x, extractor=extractor, ref=args.ref)
-            row = {"sampler": sampler, "steps": steps, "nfe": nfe_of(sampler, steps), "grid": grid, "fid": r["fid"],
+            row = {"sampler": sampler, "steps": steps, "nfe": nfe_of(sampler, steps),
+                   "grid": args.grid if isinstance(grid, list) else grid, "fid": r["fid"],
                    "n": r.get("n", n), "n_ref": r.get("n_ref"), "sample_s": t_sample, "load1": common.loadavg()[0]}
             if args.inception:
                 ri = fid.compute_fid(x, extractor="inception", ref=args.ref)
