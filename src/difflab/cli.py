@@ -97,6 +97,8 @@ def add_sampling_args(p: argparse.ArgumentParser, steps_default=18):
     p.add_argument("--order", type=F("order"), default=None, help="solver order (lms, deis, ipndm, unipc)")
     p.add_argument("--variant", default=None, help="sampler variant (unipc: bh1 | bh2)")
     p.add_argument("--noise", default=None, help="SDE samplers' noise: brownian (a Brownian tree; needs torchsde)")
+    p.add_argument("--resample", type=F("resample"), default=None,
+                   help="repaint sampler: steps redone after a jump back in noise (RePaint's r)")
     p.add_argument("--init-noise-scale", type=F("init_noise_scale"), default=1.0,
                    help="scale of the starting noise relative to sigma_max (the thesis used 0.1)")
     p.add_argument("--cfg-weight", type=F("cfg_weight"), default=None, help="classifier-free guidance weight w")
@@ -157,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollout", type=_count("--rollout"), default=1, help="frames to predict autoregressively")
     p.add_argument("--trajectory", default=None, help="folder for the denoising trajectory (PNG strip + GIF)")
     p.add_argument("--nrow", type=_count("--nrow"), default=None, help="images per grid row")
+    p.add_argument("--inpaint", default=None, help="complete the images of a dataset, e.g. mnist:test (sample k "
+                   "completes image --inpaint-offset + k)")
+    p.add_argument("--mask", dest="inpaint_mask", default=None,
+                   help="--inpaint: the region to regenerate: bottom-half | top-half | left-half | right-half | "
+                        "center | random-pixels:P | FILE.png (white = regenerate)")
+    p.add_argument("--inpaint-offset", type=_spec_flag("inpaint_offset"), default=0,
+                   help="--inpaint: index of the first image to complete")
     add_sampling_args(p)
 
     p = sub.add_parser("eval", help="metrics: `eval MODEL --metrics ...`, `eval prior|motion|likelihood ...`")

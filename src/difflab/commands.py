@@ -63,9 +63,14 @@ def sample(args, spec: SamplingSpec):
     nrow = args.nrow or (cfg.model.num_classes if labels is not None and spec.label is None else None)
     save_grid(x[:, : cfg.model.channels], out, nrow=nrow)
     npz = out.with_suffix(".npz")
+    extra = {}
+    if spec.inpaint:  # the images completed and the region regenerated, beside the completions
+        known, _ = spec.inpaint_cond(D, args.n)
+        extra = {"originals": known["inpaint_x0"].cpu().numpy(), "regenerated": (1 - known["inpaint_keep"]).cpu().numpy(),
+                 "inpaint": spec.inpaint, "mask": spec.inpaint_mask, "offset": spec.inpaint_offset}
     np.savez_compressed(npz, samples=x.cpu().numpy().astype(np.float32),
                         labels=(labels.cpu().numpy() if labels is not None else np.zeros(0)),
-                        seed=spec.seed, index=np.arange(args.n))
+                        seed=spec.seed, index=np.arange(args.n), **extra)
     if recorder is not None:
         from difflab.viz.trajectory import save_trajectory
 

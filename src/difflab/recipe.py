@@ -42,6 +42,8 @@ RULES: dict[str, tuple[str, dict]] = {
     "seed": ("int", dict(lo=0, hi=2**63 - 1)),
     "batch_size": ("int", dict(lo=1, hi=INT32_MAX)),
     "label": ("int", dict(lo=0, hi=100000)),
+    "inpaint_offset": ("int", dict(lo=0, hi=INT32_MAX)),
+    "resample": ("int", dict(lo=1, hi=1000)),
 }
 PG_KERNELS = ("rbf", "iou", "feature")
 PG_VARIANTS = ("paper", "thesis")
@@ -71,6 +73,10 @@ class SamplingSpec:
     - particle guidance (Corso et al. 2023): ``pg_weight`` (0: off), ``pg_kernel``, ``pg_features`` (kernel
       'feature'), ``pg_batch`` (particles coupled per group; None: the whole batch), ``pg_variant``.
     - ``label``: one class label for every sample (None: cycle 0..K-1 on a class-conditional model).
+    - inpainting (:mod:`difflab.guidance.inpaint`): ``inpaint`` (a dataset spec, e.g. 'mnist:test': sample k
+      completes image ``inpaint_offset + k``), ``inpaint_mask`` (the region to regenerate: a mask name or a PNG);
+      a class-conditional model completes each image with its true label unless ``label`` is given.
+      ``sampler="repaint"`` with ``resample`` R adds RePaint's jumps back in noise.
     - run: ``seed``, ``batch_size``, ``device``, ``compile``.
     """
 
@@ -88,6 +94,7 @@ class SamplingSpec:
     order: int | None = None
     variant: str | None = None
     noise: str | None = None
+    resample: int | None = None
     init_noise_scale: float = 1.0
     cfg_weight: float | None = None
     cfg_convention: str | None = None
@@ -99,6 +106,9 @@ class SamplingSpec:
     pg_batch: int | None = None
     pg_variant: str = "paper"
     label: int | None = None
+    inpaint: str | None = None
+    inpaint_mask: str | None = None
+    inpaint_offset: int = 0
     seed: int = 0
     batch_size: int = 64
     device: str = "cpu"
@@ -143,6 +153,12 @@ class SamplingSpec:
             if self.cfg_convention not in CONVENTIONS:
                 raise ValueError(f"--cfg-convention must be one of {', '.join(CONVENTIONS)}, "
                                  f"got {self.cfg_convention!r}")
+        if bool(self.inpaint) != bool(self.inpaint_mask):
+            raise ValueError("inpainting needs both --inpaint DATASET (the images to complete) and --mask REGION")
+        if self.inpaint_mask:
+            from difflab.guidance.inpaint import make_mask
+
+            make_mask(self.inpaint_mask, 1, (4, 4))  # validates the name (or that the PNG exists)
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be a name such as 'cpu' or 'cuda:0', got {self.device!r}")
 
@@ -209,7 +225,31 @@ class SamplingSpec:
                 features = embedding(self.pg_features or "digit-features", device=self.device)
             out.append(ParticleGuidance(weight=self.pg_weight, kernel=self.pg_kernel, variant=self.pg_variant,
                                         group_size=self.pg_batch, features=features))
+        if self.inpaint:  # last: the known pixels are imposed on the fully guided estimate
+            from difflab.guidance.inpaint import Inpainting
+
+            out.append(Inpainting())
         return out or None
+
+    def inpaint_cond(self, D, n: int, offset: int = 0) -> tuple[dict, torch.Tensor | None]:
+        """The cond entries of inpainting for samples ``offset .. offset + n - 1`` (images ``inpaint_offset + k``
+        of the ``inpaint`` dataset and their masks) and the images' labels."""
+        from difflab.data import get_dataset
+        from difflab.guidance.inpaint import make_mask
+        from difflab.models import model_shape
+
+        start = self.inpaint_offset + offset
+        ds = get_dataset(self.inpaint, limit=start + n)
+        x0, y = ds.as_tensors()
+        if x0.shape[0] < start + n:
+            raise ValueError(f"--inpaint {self.inpaint}: has {x0.shape[0]} images, need {start + n} "
+                             f"(--inpaint-offset {self.inpaint_offset} + --n)")
+        x0, y = x0[start:start + n], y[start:start + n]
+        if tuple(x0.shape[1:]) != tuple(model_shape(D)):
+            raise ValueError(f"--inpaint {self.inpaint}: images of shape {tuple(x0.shape[1:])}, the model makes "
+                             f"{tuple(model_shape(D))}")
+        regen = make_mask(self.inpaint_mask, n, tuple(x0.shape[-2:]), seed=self.seed, offset=start)
+        return {"inpaint_x0": x0.to(self.device), "inpaint_keep": (1 - regen).to(self.device)}, y.long()
 
     def generate_kwargs(self, D) -> dict:
         """Keyword arguments of :func:`difflab.sampling.generate` for model D (sigma range defaults to D's)."""
@@ -255,7 +295,7 @@ def read_grid(path: str) -> tuple:
         raise ValueError(f"--grid {path}: not a grid file ({type(e).__name__}: {e})") from None
 
 
-SAMPLER_OPTIONS = ("eta", "order", "variant", "noise")  # passed to the samplers whose signature names them
+SAMPLER_OPTIONS = ("eta", "order", "variant", "noise", "resample")  # passed to the samplers whose signature names them
 
 
 def _names(names) -> str:
@@ -283,6 +323,13 @@ def sample(model, spec: SamplingSpec, n: int, cond: dict | None = None, *, offse
     if cfg is not None and cfg.model.task != "diffusion":
         raise ValueError(f"{getattr(D, 'difflab_path', model)} is a {cfg.model.task}, not a diffusion model")
     cond = dict(cond or {})
+    if spec.inpaint:  # the images to complete; a class-conditional model completes each with its true label
+        known, true = spec.inpaint_cond(D, n, offset)
+        cond.update(known)
+        from difflab.models import num_classes
+
+        if num_classes(D) and spec.label is None and "class_labels" not in cond:
+            cond["class_labels"] = true.to(spec.device)
     labels = cond.get("class_labels")
     if labels is None:
         labels = spec.class_labels(D, n, offset)

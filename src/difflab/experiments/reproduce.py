@@ -12,6 +12,8 @@ a smaller version (fewer sequences / samples); the size used is always recorded 
 - ``thesis-prior``: ETH thesis Table 4.1, p_hat(right) on ``smmnist-horizontal-{0.9,0.7,0.5}`` for
   deterministic Heun, stochastic (S_churn 0.9) and PG (k_PG 3, B 2), plus the thesis' 0.1 start-noise scale.
 - ``thesis-heatmaps``: ETH thesis Figure 3.2, the k_PG x S_churn sweep (configs/sweep_pg_mnist.yaml).
+- ``inpainting``: per mask, how often the digit classifier reads the original label in the completion of
+  mnist:test digits by ``mnist-uncond`` (Heun, 10 steps), against the originals and the kept part alone.
 - ``ntnu``: NTNU MNIST paper Tables 1-3 on four models trained with configs/ntnu_ddpm.yaml (linear / cosine
   betas x T = 1000 / 4000; ``--models DIR`` holds ``ntnu-{linear,cosine}-T{1000,4000}``, run dirs or exported
   folders): DDPM ancestral over all T steps with CFG w in {0, 0.2, 0.5} ('ntnu' convention,
@@ -32,7 +34,7 @@ from difflab.experiments.motion import run_prior
 from difflab.recipe import SamplingSpec
 from difflab.utils import write_json
 
-EXPERIMENTS = ("pg-gmm", "thesis-modes", "thesis-prior", "thesis-heatmaps", "ntnu")
+EXPERIMENTS = ("pg-gmm", "thesis-modes", "thesis-prior", "thesis-heatmaps", "ntnu", "inpainting")
 
 THESIS_TABLE_41 = {  # true p(right) -> (deterministic, stochastic S_churn 0.9, PG k_PG 3 B 2)
     "0.9": (0.9944, 0.9598, 0.5), "0.7": (0.7933, 0.7294, 0.5004), "0.5": (0.4168, 0.5253, 0.5006)}
@@ -147,6 +149,10 @@ def run_reproduce(name: str, out=None, quick: bool = False, device: str = "cpu",
         return run_sweep("configs/sweep_tiny.yaml" if quick else "configs/sweep_pg_mnist.yaml", out=str(out))
     if name == "ntnu":
         result = ntnu(out, quick, device, n, models, metrics, rows)
+    elif name == "inpainting":
+        from difflab.experiments.inpaint import inpaint_agreement
+
+        result = inpaint_agreement("mnist-uncond", _spec(device, 100, steps=10), n=n or (20 if quick else 200))
     else:
         result = thesis_modes(quick, device, n) if name == "thesis-modes" else thesis_prior(quick, device)
     result["wall_s"] = time.time() - t0

@@ -12,6 +12,7 @@ from difflab.sampling.edm import sample_euler, sample_heun
 from difflab.sampling.generate import generate
 from difflab.sampling.multistep import sample_deis, sample_ipndm, sample_lms
 from difflab.sampling.ode import sample_ode, sample_ode_dopri5, sample_ode_euler, sample_ode_heun, sample_ode_rk4
+from difflab.sampling.repaint import sample_repaint
 from difflab.sampling.rng import make_generator, make_generators, randn
 from difflab.sampling.schedules import (
     GRIDS,
@@ -40,6 +41,7 @@ SAMPLERS = {
     "ode_dopri5": sample_ode_dopri5,
     "ode_rk4": sample_ode_rk4,
     "dpmpp_2m": sample_dpmpp_2m,
+    "repaint": sample_repaint,
     "lms": sample_lms,
     "dpm_2": sample_dpm_2,
     "dpmpp_2s_ancestral": sample_dpmpp_2s_ancestral,
@@ -71,6 +73,6 @@ __all__ = [
     "polyexponential_sigmas", "randn", "sample_ddim", "sample_ddpm", "sample_deis", "sample_dpm_2", "sample_dpmpp_2m",
     "sample_dpmpp_2m_sde", "sample_dpmpp_2s_ancestral", "sample_dpmpp_3m", "sample_dpmpp_3m_sde", "sample_dpmpp_sde",
     "sample_euler", "sample_euler_maruyama", "sample_heun", "sample_ipndm", "sample_lms", "sample_ode",
-    "sample_ode_dopri5", "sample_ode_euler", "sample_ode_heun", "sample_ode_rk4", "sample_pc", "sample_unipc",
+    "sample_ode_dopri5", "sample_ode_euler", "sample_ode_heun", "sample_ode_rk4", "sample_pc", "sample_repaint", "sample_unipc",
     "sigma_grid", "uniform_sigmas", "vp_sigmas",
 ]
