@@ -119,6 +119,16 @@ def add_sampling_args(p: argparse.ArgumentParser, steps_default=18):
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the network (slow first call per batch shape, faster after)")
+    # text (issue 20): a prompt for text-conditional models, CLIP guidance for any image model
+    p.add_argument("--prompt", default=None, help="text-conditional models (mnist-text): the prompt, e.g. "
+                   "'a thick slanted seven' (unknown words are ignored; with --cfg-weight: CFG on the text)")
+    p.add_argument("--clip-guidance", default=None, metavar="TEXT",
+                   help="CLIP guidance towards TEXT with the contrastive model --clip-model (any image model)")
+    p.add_argument("--clip-model", default=None, help="contrastive text-image model (default mnist-clip)")
+    p.add_argument("--clip-scale", type=F("clip_scale"), default=None, help="CLIP guidance scale s (default "
+                   "from docs/results.md: the noisy variant's best digit agreement)")
+    p.add_argument("--clip-variant", default="noisy",
+                   help="noisy (GLIDE: the gradient at x_t) | denoised (through D's estimate)")
 
 
 def spec_from_args(args) -> SamplingSpec:

@@ -95,7 +95,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    task: str = "diffusion"        # diffusion | classifier | noisy_classifier
+    task: str = "diffusion"        # diffusion | classifier | noisy_classifier | clip (contrastive text-image)
     preset: str = "small"          # tiny | mini | small | base | ntnu (networks); resnet (classifiers)
     precond: str = "edm"           # edm | vp_eps | v | ve
     sigma_data: float = 0.5
@@ -171,10 +171,10 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train
 TOP = {f.name for f in fields(Config)} - set(SECTIONS)
 
 CHOICES = {
-    ("model", "task"): {"diffusion", "classifier", "noisy_classifier"},
+    ("model", "task"): {"diffusion", "classifier", "noisy_classifier", "clip"},
     ("model", "precond"): {"edm", "vp_eps", "v", "ve"},
     ("model", "beta_schedule"): {"linear", "cosine"},
-    ("loss", "name"): {"edm", "eps_mse", "eps_l1", "ce"},
+    ("loss", "name"): {"edm", "eps_mse", "eps_l1", "ce", "infonce"},
     ("train", "device"): {"auto", "cpu", "cuda"},
     ("data", "split"): {"train", "test"},
     ("data", "size"): {28, 32},
@@ -293,10 +293,11 @@ def validate(cfg: Config):
         raise ConfigError(f"config version {cfg.version} is not supported (this difflab reads version {CONFIG_VERSION})")
     if cfg.model.sigma_min >= cfg.model.sigma_max:
         raise ConfigError(f"model.sigma_min ({cfg.model.sigma_min}) must be < model.sigma_max ({cfg.model.sigma_max})")
-    if cfg.model.task == "diffusion" and cfg.loss.name == "ce":
-        raise ConfigError("loss.name 'ce' is for classifiers; use edm, eps_mse or eps_l1 for diffusion")
-    if cfg.model.task != "diffusion" and cfg.loss.name != "ce":
-        raise ConfigError(f"model.task {cfg.model.task!r} trains with loss.name 'ce'")
+    if cfg.model.task == "diffusion" and cfg.loss.name in ("ce", "infonce"):
+        raise ConfigError(f"loss.name {cfg.loss.name!r} is not a diffusion loss; use edm, eps_mse or eps_l1")
+    need = "infonce" if cfg.model.task == "clip" else "ce"
+    if cfg.model.task != "diffusion" and cfg.loss.name != need:
+        raise ConfigError(f"model.task {cfg.model.task!r} trains with loss.name {need!r}")
     betas = cfg.train.betas
     if not (len(betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {cfg.train.betas}")

@@ -13,11 +13,13 @@ from difflab.checkpoint import CheckpointError, latest_checkpoint, load_checkpoi
 from difflab.config import Config, ConfigError, from_dict
 from difflab.diffusion.precond import make_precond
 from difflab.nets.classifier import DigitClassifier
+from difflab.nets.text import ContrastiveModel, TextUNet
 from difflab.nets.unet import build_unet
 
 SHIPPED_DIR = Path(__file__).parent / "models"
 SHIPPED = ["mnist-cond", "mnist-uncond", "smmnist-horizontal-0.5", "smmnist-horizontal-0.7",
-           "smmnist-horizontal-0.9", "smmnist-circle", "digit-classifier", "digit-features"]
+           "smmnist-horizontal-0.9", "smmnist-circle", "digit-classifier", "digit-features", "mnist-clip",
+           "mnist-text"]
 
 
 def image_resolution(cfg: Config) -> int:
@@ -25,19 +27,26 @@ def image_resolution(cfg: Config) -> int:
 
 
 def build_model(cfg: Config) -> torch.nn.Module:
-    """A diffusion denoiser D (a Precond wrapping a U-Net) or a classifier, from the config."""
+    """A diffusion denoiser D (a Precond wrapping a U-Net; ``model.net.text`` = {dim, layers}: a text-conditional
+    :class:`TextUNet`), a classifier or a contrastive text-image model (``task: clip``), from the config."""
     m = cfg.model
+    if m.task == "clip":
+        return ContrastiveModel(sigma_data=m.sigma_data, **m.net)
     if m.task in ("classifier", "noisy_classifier"):
         return DigitClassifier(num_classes=m.num_classes or 10, in_channels=m.channels,
                                noise_conditional=m.task == "noisy_classifier", sigma_data=m.sigma_data,
                                **m.net)
     cond_channels = cfg.data.cond_frames * m.channels
     out_channels = m.channels * cfg.data.pred_frames
+    net_kw = dict(m.net)
+    text = net_kw.pop("text", None)
     kw = dict(in_channels=out_channels, out_channels=out_channels, cond_channels=cond_channels,
-              num_classes=m.num_classes, **m.net)
+              num_classes=m.num_classes, **net_kw)
     if m.preset != "ntnu":
         kw["img_resolution"] = image_resolution(cfg)
     net = build_unet(m.preset, **kw)
+    if text is not None:
+        net = TextUNet(net, **text)
     if m.precond == "edm":
         return make_precond("edm", net, sigma_data=m.sigma_data, sigma_min=m.sigma_min, sigma_max=m.sigma_max,
                             P_mean=cfg.loss.P_mean, P_std=cfg.loss.P_std)

@@ -44,7 +44,9 @@ RULES: dict[str, tuple[str, dict]] = {
     "label": ("int", dict(lo=0, hi=100000)),
     "inpaint_offset": ("int", dict(lo=0, hi=INT32_MAX)),
     "resample": ("int", dict(lo=1, hi=1000)),
+    "clip_scale": ("float", dict(lo=-1e6, hi=1e6)),
 }
+CLIP_SCALE = 8.0  # the default --clip-scale (docs/results.md, "Text-guided generation")
 PG_KERNELS = ("rbf", "iou", "feature")
 PG_VARIANTS = ("paper", "thesis")
 
@@ -77,6 +79,10 @@ class SamplingSpec:
       completes image ``inpaint_offset + k``), ``inpaint_mask`` (the region to regenerate: a mask name or a PNG);
       a class-conditional model completes each image with its true label unless ``label`` is given.
       ``sampler="repaint"`` with ``resample`` R adds RePaint's jumps back in noise.
+    - text (:mod:`difflab.guidance.clip`): ``prompt`` (a text-conditional model's prompt; with ``cfg_weight``
+      classifier-free guidance on the text), ``clip_guidance`` (CLIP guidance towards this text with the
+      contrastive model ``clip_model``, default mnist-clip, scale ``clip_scale``, None: :data:`CLIP_SCALE`,
+      ``clip_variant`` 'noisy' | 'denoised').
     - run: ``seed``, ``batch_size``, ``device``, ``compile``.
     """
 
@@ -109,6 +115,11 @@ class SamplingSpec:
     inpaint: str | None = None
     inpaint_mask: str | None = None
     inpaint_offset: int = 0
+    prompt: str | None = None
+    clip_guidance: str | None = None
+    clip_model: str | None = None
+    clip_scale: float | None = None
+    clip_variant: str = "noisy"
     seed: int = 0
     batch_size: int = 64
     device: str = "cpu"
@@ -159,6 +170,13 @@ class SamplingSpec:
             from difflab.guidance.inpaint import make_mask
 
             make_mask(self.inpaint_mask, 1, (4, 4))  # validates the name (or that the PNG exists)
+        for flag, text in (("--prompt", self.prompt), ("--clip-guidance", self.clip_guidance)):
+            if text is not None and (not isinstance(text, str) or not text.strip()):
+                raise ValueError(f"{flag} needs a non-empty text, got {text!r}")
+        if self.clip_variant not in ("noisy", "denoised"):
+            raise ValueError(f"--clip-variant must be noisy or denoised, got {self.clip_variant!r}")
+        if self.clip_model and not self.clip_guidance:
+            raise ValueError("--clip-model needs --clip-guidance TEXT")
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be a name such as 'cpu' or 'cuda:0', got {self.device!r}")
 
@@ -208,6 +226,8 @@ class SamplingSpec:
         out = []
         if self.cfg_weight is not None:
             kw = {"convention": self.cfg_convention} if self.cfg_convention else {}
+            if self.prompt:  # CFG on the text: the null condition is "no text" (a row of padding)
+                kw.update(label_key="text_tokens", null_label=0)
             out.append(ClassifierFreeGuidance(weight=self.cfg_weight, **kw))
         if self.cg_model:
             from difflab.models import load
@@ -217,6 +237,15 @@ class SamplingSpec:
                 raise ValueError(f"--cg-model {self.cg_model} is not a noise-conditional classifier "
                                  "(train one with configs/noisy_classifier.yaml)")
             out.append(ClassifierGuidance(C, scale=self.cg_scale, labels=self.label))
+        if self.clip_guidance:
+            from difflab.guidance.clip import CLIPGuidance
+            from difflab.models import load
+
+            M = load(self.clip_model or "mnist-clip", device=self.device)
+            if not hasattr(M, "encode_image"):
+                raise ValueError(f"--clip-model {self.clip_model}: not a contrastive text-image model")
+            scale = CLIP_SCALE if self.clip_scale is None else self.clip_scale
+            out.append(CLIPGuidance(M, self.clip_guidance, scale=scale, variant=self.clip_variant))
         if self.pg_weight:
             features = None
             if self.pg_kernel == "feature":
@@ -309,6 +338,15 @@ def _parameters(fn) -> set:
     return set(inspect.signature(fn).parameters)
 
 
+def prompt_tokens(D, prompt: str, device="cpu") -> torch.Tensor:
+    """The token ids [1, L] of a prompt for a text-conditional denoiser (its network's ``tokenize``)."""
+    net = getattr(D, "net", None)
+    if not hasattr(net, "tokenize"):
+        raise ValueError(f"--prompt needs a text-conditional model (e.g. mnist-text); "
+                         f"{getattr(D, 'difflab_path', 'this model')} is not one")
+    return net.tokenize(prompt).to(device)
+
+
 def sample(model, spec: SamplingSpec, n: int, cond: dict | None = None, *, offset: int = 0, callback=None):
     """Draw ``n`` samples of ``model`` (a loaded D, or a shipped name / run directory) as ``spec`` says.
 
@@ -330,6 +368,8 @@ def sample(model, spec: SamplingSpec, n: int, cond: dict | None = None, *, offse
 
         if num_classes(D) and spec.label is None and "class_labels" not in cond:
             cond["class_labels"] = true.to(spec.device)
+    if spec.prompt and "text_tokens" not in cond:
+        cond["text_tokens"] = prompt_tokens(D, spec.prompt, spec.device).expand(n, -1)
     labels = cond.get("class_labels")
     if labels is None:
         labels = spec.class_labels(D, n, offset)

@@ -12,6 +12,10 @@ def build_dataset(data_cfg, seed: int = 0):
         from difflab.data.mnist import get_dataset
 
         return get_dataset(f"{name}:{data_cfg.split}", size=data_cfg.size, limit=data_cfg.limit)
+    if name.endswith("-captions"):  # mnist-captions, fashion-mnist-captions (difflab.data.captions)
+        from difflab.data.captions import captioned_dataset
+
+        return captioned_dataset(name, data_cfg.split, size=data_cfg.size, limit=data_cfg.limit, seed=seed)
     if name.startswith("smmnist-"):
         from difflab.data.moving_mnist import make_frame_dataset
 

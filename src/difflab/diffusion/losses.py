@@ -145,7 +145,43 @@ def ce_loss(noisy=False, P_mean=-1.2, P_std=1.2):
     return CELoss(noisy, P_mean, P_std)
 
 
-LOSSES = {"eps_mse": eps_mse_loss, "eps_l1": eps_l1_loss, "edm": edm_loss, "ce": ce_loss}
+class InfoNCELoss:
+    """The symmetric InfoNCE loss of CLIP (van den Oord et al. 2018; Radford et al. 2021, Fig. 3) on images noised
+    as GLIDE's noised CLIP (Nichol et al. 2022, Sec. 2.4): ``M(x0 + sigma n, sigma, tokens) -> logits [B, B]`` with
+    ln sigma ~ N(P_mean, P_std^2). Rows whose captions are identical token sequences are all positives (the target
+    is uniform over them), so two images captioned "a 7" are not pushed apart."""
+
+    def __init__(self, P_mean: float = -1.2, P_std: float = 1.2):
+        self.P_mean, self.P_std = float(P_mean), float(P_std)
+
+    def mean(self, M, x0, cond=None, generator=None):
+        tokens = cond["text_tokens"]
+        z = randn_rows((x0.shape[0],), generator, device=x0.device)
+        sigma = (z * self.P_std + self.P_mean).exp()
+        x, _ = _noised(M, x0, sigma, generator)
+        logits = M(x, sigma, tokens).float()
+        same = (tokens[:, None, :] == tokens[None, :, :]).all(-1).float()
+        target = same / same.sum(1, keepdim=True)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def infonce_loss(P_mean=-1.2, P_std=1.2):
+    return InfoNCELoss(P_mean, P_std)
+
+
+def pick_captions(captions: torch.Tensor, p_drop: float = 0.0, generator=None) -> torch.Tensor:
+    """One caption per row of ``captions`` [B, K, L] drawn from the generator, then (caption dropout for
+    classifier-free guidance on text) each replaced by "no text" (padding) with probability p_drop."""
+    B, K = captions.shape[:2]
+    k = draw_rows(lambda n, g: torch.randint(K, (n,), generator=g, device=captions.device), generator, B)
+    tokens = captions[torch.arange(B, device=captions.device), k]
+    if p_drop > 0:
+        keep = draw_rows(lambda n, g: torch.rand(n, generator=g, device=captions.device), generator, B) >= p_drop
+        tokens = tokens * keep[:, None].to(tokens.dtype)
+    return tokens
+
+
+LOSSES = {"eps_mse": eps_mse_loss, "eps_l1": eps_l1_loss, "edm": edm_loss, "ce": ce_loss, "infonce": infonce_loss}
 
 
 def make_loss(name: str, **kwargs):
@@ -170,7 +206,10 @@ class Objective:
 
     - ``diffusion``: class labels with per-sample dropout (to ``num_classes``, the null label) when the model is
       class-conditional, conditioning frames as they are, then the batch mean of the diffusion loss;
-    - ``classifier`` / ``noisy_classifier``: the batch mean of the ``ce`` loss against the labels.
+    - ``classifier`` / ``noisy_classifier``: the batch mean of the ``ce`` loss against the labels;
+    - ``clip``: InfoNCE between the images and one of their captions (``batch["captions"]`` [B, K, L]);
+      a diffusion batch with captions conditions on one of them (``text_tokens``) with caption dropout
+      ``label_dropout``.
 
     Random draws, in this order, from ``generator``: label dropout, then the loss's own (sigma, noise)."""
 
@@ -180,7 +219,12 @@ class Objective:
 
     def __call__(self, model, batch: dict, generator=None) -> torch.Tensor:
         cond = {}
-        if self.task != "diffusion":
+        if "captions" in batch:  # text: one caption per image, dropped (diffusion only) for CFG on text
+            p = self.label_dropout if self.task == "diffusion" else 0.0
+            cond["text_tokens"] = pick_captions(batch["captions"], p, generator)
+        if self.task == "clip":
+            pass
+        elif self.task != "diffusion":
             cond["class_labels"] = batch["class_labels"]
         else:
             if self.num_classes > 0 and "class_labels" in batch:
@@ -198,6 +242,8 @@ def objective_from_config(cfg) -> Objective:
     task, loss = cfg.model.task, cfg.loss
     if task == "diffusion":
         fn = make_loss(loss.name, **({"P_mean": loss.P_mean, "P_std": loss.P_std} if loss.name == "edm" else {}))
+    elif task == "clip":
+        fn = make_loss("infonce", P_mean=loss.P_mean, P_std=loss.P_std)
     else:
         fn = make_loss("ce", noisy=task == "noisy_classifier", P_mean=loss.P_mean, P_std=loss.P_std)
     return Objective(fn, task, cfg.model.num_classes, cfg.train.label_dropout)

@@ -179,7 +179,9 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
-    def forward(self, x, c_noise, class_labels=None, cond_frames=None):
+    def forward(self, x, c_noise, class_labels=None, cond_frames=None, extra_emb=None):
+        """``extra_emb`` [B, 4 * model_channels]: added to the noise (+ class) embedding, e.g. a projected text
+        embedding (difflab.nets.text.TextUNet)."""
         cfg = self.config
         if x.ndim != 4 or x.shape[1] != cfg.in_channels:
             raise ValueError(f"expected images [B, {cfg.in_channels}, H, W], got shape {tuple(x.shape)}")
@@ -190,6 +192,8 @@ class UNet(nn.Module):
                 class_labels = torch.full((x.shape[0],), cfg.num_classes, dtype=torch.long, device=x.device)
             class_labels = check_class_labels(class_labels.long(), cfg.num_classes)
             emb = emb + self.map_label(class_labels)
+        if extra_emb is not None:
+            emb = emb + extra_emb.to(emb.dtype)
         emb = F.silu(emb).to(x.dtype)
         if cfg.cond_channels:
             if cond_frames is None or cond_frames.shape[1] != cfg.cond_channels:
