@@ -15,7 +15,6 @@ from difflab.models import build_model
 from difflab.nets.text import VOCAB, WORD_ID, ContrastiveModel, TextEncoder, tokenize, words
 from difflab.recipe import SamplingSpec, sample
 
-
 # -- tokenizer and prompts -----------------------------------------------------------------------------------
 
 def test_tokenizer_ignores_unknown_words_and_splits_numerals():
@@ -243,3 +242,17 @@ def test_cli_flags_and_spec_round_trip(capsys):
     assert "--prompt" in capsys.readouterr().err
     assert main(["sample", "mnist-uncond", "--prompt", "a seven", "--n", "1", "--steps", "1"]) == 2
     assert "text-conditional" in capsys.readouterr().err
+
+
+def test_inpainting_with_a_prompt_keeps_the_known_pixels():
+    D = _random_text_model()
+    with torch.no_grad():
+        D.net.text.proj.weight.normal_(std=0.3)
+    spec = SamplingSpec(steps=3, prompt="a thick seven", inpaint="synthetic:test:8", inpaint_mask="bottom-half")
+    x, _ = sample(D, spec, 2)
+    y, _ = sample(D, spec.replace(prompt="a thin one"), 2)
+    known, _ = spec.inpaint_cond(D, 2)
+    keep = known["inpaint_keep"]
+    assert keep[:, :, :14].eq(1).all() and keep[:, :, 14:].eq(0).all()
+    assert torch.allclose(x * keep, known["inpaint_x0"] * keep, atol=1e-5)  # the kept (top) half is exact
+    assert not torch.allclose(x[:, :, 14:], y[:, :, 14:])  # the prompt changes the regenerated half

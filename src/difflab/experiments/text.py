@@ -1,8 +1,8 @@
 """Text-guided generation experiments (issue 20): training the text-conditional U-Net from an unconditional one,
 and the evaluation of text conditioning and CLIP guidance (docs/results.md, "Text-guided generation").
 
-    python -m difflab.experiments.text train-text configs/text_mnist.yaml [key=value ...]
-    python -m difflab.experiments.text eval --out outputs/text [--n 100] [--quick]
+    python -m difflab.experiments.text_eval train-text configs/text_mnist.yaml [key=value ...]
+    python -m difflab.experiments.text_eval eval --out outputs/text [--n 100] [--quick]
 
 Metrics: *digit agreement* (the shipped digit classifier's label of a sample against the digit its prompt names,
 :func:`difflab.data.captions.parse_digit`), *attribute adherence* (paired comparisons: the same seeds sampled with
@@ -13,11 +13,6 @@ models by prompt ("a photo of the digit k") on clean and noisy test images.
 """
 
 from __future__ import annotations
-
-import json
-import sys
-import time
-from pathlib import Path
 
 import torch
 
@@ -98,29 +93,6 @@ def digit_agreement(x: torch.Tensor, prompts) -> float:
     want = torch.tensor([parse_digit(p) for p in prompts])
     pred = predict(load_classifier("digit-classifier", device="cpu"), x.cpu()).cpu()
     return float((pred == want).float().mean())
-
-
-def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] == "train-text":
-        from difflab.config import load_config
-
-        cfg = load_config(argv[1], [a for a in argv[2:] if "=" in a])
-        t = time.time()
-        print(json.dumps(train_text(cfg, resume="--resume" in argv, overwrite="--overwrite" in argv)))
-        print(f"{time.time() - t:.0f} s")
-        return 0
-    if argv and argv[0] == "eval":
-        from difflab.experiments.text_eval import run
-
-        run(argv[1:])
-        return 0
-    print(__doc__)
-    return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
 
 
 __all__ = ["PAIRS", "PROMPTS", "attribute_retrieval", "clip_score", "digit_agreement", "train_text", "zero_shot"]
