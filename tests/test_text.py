@@ -256,3 +256,18 @@ def test_inpainting_with_a_prompt_keeps_the_known_pixels():
     assert keep[:, :, :14].eq(1).all() and keep[:, :, 14:].eq(0).all()
     assert torch.allclose(x * keep, known["inpaint_x0"] * keep, atol=1e-5)  # the kept (top) half is exact
     assert not torch.allclose(x[:, :, 14:], y[:, :, 14:])  # the prompt changes the regenerated half
+
+
+def test_shipped_text_models_sample_from_the_cli(tmp_path):
+    from difflab.cli import main
+    from difflab.models import SHIPPED_DIR, load
+
+    if not (SHIPPED_DIR / "mnist-text" / "model.safetensors").exists():
+        pytest.skip("mnist-text is not shipped in this checkout")
+    M = load("mnist-clip")
+    assert M.encode_text("a 7").shape == (1, M.text.proj.out_features)
+    out = tmp_path / "s.png"
+    assert main(["sample", "mnist-text", "--prompt", "a thick slanted seven", "--cfg-weight", "2", "--n", "2",
+                 "--steps", "2", "--out", str(out)]) == 0 and out.exists()
+    assert main(["sample", "mnist-uncond", "--clip-guidance", "a 3", "--n", "2", "--steps", "2",
+                 "--out", str(out)]) == 0
