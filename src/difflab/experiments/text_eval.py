@@ -3,7 +3,7 @@ the text-conditional model with :func:`difflab.experiments.text.train_text`): wr
 prompt under ``--out`` (default benchmarks/results/text). Metrics are defined in :mod:`difflab.experiments.text`.
 
 Options: ``--text MODEL`` (default mnist-text), ``--clip MODEL`` (guides; default mnist-clip), ``--judge MODEL``
-(the CLIP-score analogue; default runs/mnist-clip-eval), ``--n K`` samples per prompt, ``--steps N`` Heun steps,
+(the CLIP-score analogue; default mnist-clip-eval), ``--n K`` samples per prompt, ``--steps N`` Heun steps,
 ``--scales S,S`` CLIP guidance scales, ``--parts zero_shot,text,attributes,clip``."""
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def run(argv) -> dict:
     ap.add_argument("--out", default="benchmarks/results/text")
     ap.add_argument("--text", default="mnist-text")
     ap.add_argument("--clip", default="mnist-clip")
-    ap.add_argument("--judge", default="runs/mnist-clip-eval")
+    ap.add_argument("--judge", default="mnist-clip-eval")
     ap.add_argument("--uncond", default="mnist-uncond")
     ap.add_argument("--n", type=int, default=10)
     ap.add_argument("--steps", type=int, default=12)
@@ -135,7 +135,7 @@ def run(argv) -> dict:
         res["attributes"] = part_attributes(load(a.text), out, a.n, a.steps)
     if "clip" in parts:
         scales = [float(s) for s in a.scales.split(",")]
-        res["clip_guidance"] = part_clip(load(a.uncond), a.clip, judge, out, a.n, a.steps, scales)
+        res.setdefault("clip_guidance", {}).update(part_clip(load(a.uncond), a.clip, judge, out, a.n, a.steps, scales))
     path.write_text(json.dumps(res, indent=2))
     print(json.dumps(res, indent=2))
     return res
