@@ -125,7 +125,7 @@ def add_sampling_args(p: argparse.ArgumentParser, steps_default=18):
     p.add_argument("--clip-guidance", default=None, metavar="TEXT",
                    help="CLIP guidance towards TEXT with the contrastive model --clip-model (any image model)")
     p.add_argument("--clip-model", default=None, help="contrastive text-image model (default mnist-clip)")
-    p.add_argument("--clip-scale", type=F("clip_scale"), default=None, help="CLIP guidance scale s (default 32, "
+    p.add_argument("--clip-scale", type=F("clip_scale"), default=None, help="CLIP guidance scale s (default 64, "
                    "measured in docs/results.md)")
     p.add_argument("--clip-variant", default="noisy",
                    help="noisy (GLIDE: the gradient at x_t) | denoised (through D's estimate)")

@@ -36,6 +36,13 @@ def _grid(x, path):
     return str(save_grid(x, path, nrow=min(len(x), 10)))
 
 
+def fid(x) -> float:
+    """Classifier-FID against MNIST test (biased upwards at these small n; compare rows, not papers)."""
+    from difflab.eval.run import evaluate_images
+
+    return float(evaluate_images(x, "fid_classifier")["fid_classifier"])
+
+
 def part_zero_shot(models: dict, n: int = 2000) -> dict:
     from difflab.data import get_dataset
 
@@ -49,7 +56,7 @@ def part_zero_shot(models: dict, n: int = 2000) -> dict:
     return out
 
 
-def part_text(D, judge, out: Path, n: int, steps: int, weights=(0.0, 1.0, 3.0)) -> dict:
+def part_text(D, judge, out: Path, n: int, steps: int, weights=(0.0, 3.0)) -> dict:
     rows = {}
     for w in weights:
         xs, ps = [], []
@@ -61,7 +68,8 @@ def part_text(D, judge, out: Path, n: int, steps: int, weights=(0.0, 1.0, 3.0)) 
             if w == weights[-1]:
                 _grid(x, out / f"text_w{w:g}_{p.replace(' ', '_')}.png")
         x = torch.cat(xs)
-        rows[f"cfg_w={w:g}"] = {"digit_agreement": digit_agreement(x, ps), "clip_score": clip_score(judge, x, ps)}
+        rows[f"cfg_w={w:g}"] = {"digit_agreement": digit_agreement(x, ps), "clip_score": clip_score(judge, x, ps),
+                                 "fid_classifier": fid(x)}
     return rows
 
 
@@ -101,7 +109,8 @@ def part_clip(D, clip: str, judge, out: Path, n: int, steps: int, scales, varian
                 ps += [p] * n
             x = torch.cat(xs)
             rows[f"{variant} s={s:g}"] = {"digit_agreement": digit_agreement(x, ps),
-                                          "clip_score": clip_score(judge, x, ps), "wall_s": time.time() - t}
+                                          "clip_score": clip_score(judge, x, ps), "wall_s": time.time() - t,
+                                          "fid_classifier": fid(x)}
             _grid(torch.cat([v[:4] for v in xs]), out / f"clip_{variant}_s{s:g}.png")
     return rows
 
