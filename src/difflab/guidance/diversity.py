@@ -101,7 +101,7 @@ def _check_group(group_size):
 
 def diversity(name: str, *, group_size: int, strength: float, model=None, **options):
     """A guidance object for diversity method ``name`` (see the module docstring) coupling consecutive groups of
-    ``group_size`` samples; ``strength >= 0`` scales it (0 = i.i.d.); ``model`` is the denoiser (CADS needs it
+    ``group_size`` samples; ``strength >= 0`` scales it (0 = i.i.d.; None: the preset's, else 1); ``model`` is the denoiser (CADS needs it
     to be class-conditional)."""
     if name in PRESETS:
         method, preset_strength, preset_options, _ = PRESETS[name]
@@ -110,6 +110,7 @@ def diversity(name: str, *, group_size: int, strength: float, model=None, **opti
     if name not in DIVERSITY_METHODS:
         raise ValueError(f"unknown diversity method {name!r}; choose one of {', '.join(DIVERSITY_METHODS + tuple(PRESETS))}")
     _check_group(group_size)
+    strength = 1.0 if strength is None else strength
     try:
         strength = float(strength)
     except (TypeError, ValueError):
