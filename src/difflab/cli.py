@@ -198,11 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training time budget (with --train)")
 
     p = sub.add_parser("reproduce", help="reproduce a seed paper's table")
-    p.add_argument("name", help="e.g. ntnu, thesis-modes, thesis-prior, pg-gmm")
+    p.add_argument("name", help="e.g. ntnu, thesis-modes, thesis-prior, pg-gmm, diversity")
     p.add_argument("--out", default=None, help="output folder (default outputs/reproduce/NAME)")
     p.add_argument("--quick", action="store_true", help="a smaller version (sizes are recorded)")
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--n", type=_count("--n"), default=None, help="samples per row (thesis-modes, ntnu)")
+    p.add_argument("--n", type=_count("--n"), default=None, help="samples per row (thesis-modes, ntnu, diversity)")
     p.add_argument("--models", default=None, help="ntnu: folder holding ntnu-{linear,cosine}-T{1000,4000}")
     p.add_argument("--metrics", default=None, help="ntnu: metrics per row (default fid_inception,is)")
     p.add_argument("--rows", default=None, help="ntnu: comma-separated row names to run (default: all), "
