@@ -89,7 +89,7 @@ def run_toys(groups: int = 500, steps: int = 100, seed: int = 0, rows=None, name
              log=print) -> dict:
     """Part (a): every toy row on every mixture (the same seed, so the same noise draws, for every row)."""
     n = groups * GROUP
-    out = done or {}
+    out = {} if done is None else done
     for mname, gm in mixtures().items():
         if names and mname not in names:
             continue
@@ -132,7 +132,7 @@ def run_mnist(n: int, seed: int = 5, rows=None, done=None, save=None, log=print)
     from difflab.recipe import SamplingSpec
 
     D = load("mnist-uncond")
-    out = done or {}
+    out = {} if done is None else done
     for row, changes in rows or MNIST_ROWS:
         if row in out and out[row].get("n") == n:
             continue
@@ -205,10 +205,10 @@ def run_diversity(out: str = "outputs/reproduce/diversity", quick: bool = False,
                         "mnist_n": n_mnist, "mnist_seed": 5, "mnist_steps": 18, "quick": bool(quick)}
     save = lambda: write_json(result, path, sort_keys=False)  # noqa: E731
     t0 = time.time()
-    result["toys"] = run_toys(groups, 100, 0, done=result.get("toys"), save=save, log=log)
+    run_toys(groups, 100, 0, done=result.setdefault("toys", {}), save=save, log=log)
     if mnist:
         rows = MNIST_ROWS[:2] if quick else None
-        result["mnist"] = run_mnist(n_mnist, rows=rows, done=result.get("mnist"), save=save, log=log)
+        run_mnist(n_mnist, rows=rows, done=result.setdefault("mnist", {}), save=save, log=log)
     result["wall_s"] = result.get("wall_s", 0) + time.time() - t0
     save()
     result["frontier"] = plot_frontier(result, os.path.join(out, "frontier.png"))
