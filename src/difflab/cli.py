@@ -114,6 +114,13 @@ def add_sampling_args(p: argparse.ArgumentParser, steps_default=18):
     p.add_argument("--pg-batch", type=F("pg_batch"), default=None,
                    help="particles coupled by PG (default: the whole batch)")
     p.add_argument("--pg-variant", default="paper", help="paper | thesis")
+    p.add_argument("--diversity", default=None,
+                   help="diversity method coupling groups of --group-size samples: recommended | iid | ortho | pg | "
+                        "spell | cads | dpp | vendi (difflab.guidance.diversity; docs/results.md)")
+    p.add_argument("--diversity-strength", type=F("diversity_strength"), default=None,
+                   help="strength of --diversity (0 = i.i.d.; default: the preset's, else 1)")
+    p.add_argument("--group-size", type=F("group_size"), default=None,
+                   help="samples coupled by --diversity (default 10); batches are rounded to a multiple of it")
     p.add_argument("--seed", type=F("seed"), default=0, help="sample k uses the generator seeded (seed, k)")
     p.add_argument("--batch-size", type=F("batch_size"), default=64, help="samples per network call")
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
@@ -215,11 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training time budget (with --train)")
 
     p = sub.add_parser("reproduce", help="reproduce a seed paper's table")
-    p.add_argument("name", help="e.g. ntnu, thesis-modes, thesis-prior, pg-gmm")
+    p.add_argument("name", help="e.g. ntnu, thesis-modes, thesis-prior, pg-gmm, diversity")
     p.add_argument("--out", default=None, help="output folder (default outputs/reproduce/NAME)")
     p.add_argument("--quick", action="store_true", help="a smaller version (sizes are recorded)")
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--n", type=_count("--n"), default=None, help="samples per row (thesis-modes, ntnu)")
+    p.add_argument("--n", type=_count("--n"), default=None, help="samples per row (thesis-modes, ntnu, diversity)")
     p.add_argument("--models", default=None, help="ntnu: folder holding ntnu-{linear,cosine}-T{1000,4000}")
     p.add_argument("--metrics", default=None, help="ntnu: metrics per row (default fid_inception,is)")
     p.add_argument("--rows", default=None, help="ntnu: comma-separated row names to run (default: all), "

@@ -13,7 +13,7 @@ import os
 
 import torch
 
-from difflab.sampling.base import check_sigmas, device_of, member
+from difflab.sampling.base import check_sigmas, device_of, member, start_noise
 from difflab.sampling.rng import make_generators, randn
 from difflab.sampling.schedules import sigma_grid
 from difflab.utils import INT32_MAX, check_int
@@ -147,7 +147,9 @@ def generate(D, n: int, shape, *, sampler: str = "heun", steps: int = 18, sigma_
         stop = min(start + bs, n)
         gens = make_generators(seed, stop - start, offset=offset + start, device=gen_device)
         # Initial noise: sample k from its own generator (seed, offset + k).
-        x = randn((stop - start, *shape), generator=gens, device=device) * (float(sigmas[0]) * init_noise_scale)
+        # (through the guidances' starting-state hook, sampling.base.start_noise: coupled starts for diversity)
+        x = start_noise(guidance, randn((stop - start, *shape), generator=gens, device=device))
+        x = x * (float(sigmas[0]) * init_noise_scale)
         cb = None
         if callback is not None:
             cb = (lambda s: (lambda fields: callback({**fields, "batch_start": s})))(start)
@@ -156,7 +158,8 @@ def generate(D, n: int, shape, *, sampler: str = "heun", steps: int = 18, sigma_
         if check_finite and xb.device.type != "meta" and not bool(torch.isfinite(xb).all()):  # one read per batch
             # Replay the batch (same generators, so the same draws) to name the first step that went non-finite.
             gens = make_generators(seed, stop - start, offset=offset + start, device=gen_device)
-            x = randn((stop - start, *shape), generator=gens, device=device) * (float(sigmas[0]) * init_noise_scale)
+            x = start_noise(guidance, randn((stop - start, *shape), generator=gens, device=device))
+            x = x * (float(sigmas[0]) * init_noise_scale)
             first = _first_nonfinite_step(fn, D, x, sigmas, gens, guidance, batch_cond, options)
             opts = ", ".join(f"{k}={v}" for k, v in {"sampler": sampler, "steps": steps, **options,
                                                       "init_noise_scale": init_noise_scale}.items())
