@@ -27,10 +27,9 @@ def data_verify(args):
 
 
 def train(args):
+    from difflab import progress
     from difflab.config import load_config
     from difflab.training.launcher import train as run_train
-
-    from difflab import progress
 
     cfg = load_config(args.config, args.overrides)
     if not progress.default():  # no bar off a terminal or with --quiet (config.json records it)

@@ -65,9 +65,16 @@ def bar(iterable=None, *, progress: bool | None = None, total=None, desc: str | 
     is true, else a silent stand-in with the same methods (update, set_postfix, close, iteration)."""
     if not (default() if progress is None else progress):
         return _NoBar(iterable)
+    import shutil
+
     from tqdm import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, dynamic_ncols=True, mininterval=0.2, **kw)
+    # The size from $COLUMNS/$LINES or the terminal, 80 x 24 where a terminal reports none (a fresh pty reports
+    # 0 x 0, where tqdm's own detection hides the bar).
+    size = shutil.get_terminal_size((80, 24))
+    kw.setdefault("ncols", size.columns)
+    kw.setdefault("nrows", size.lines)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, mininterval=0.2, **kw)
 
 
 __all__ = ["bar", "default", "on_terminal", "set_default"]

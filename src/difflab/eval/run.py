@@ -191,7 +191,7 @@ def run_eval(model, spec, metrics="is,fid_classifier,modes", *, n: int = 1000, r
     else:
         raise ValueError("give a MODEL (run directory or shipped name) or --real DATASET, e.g. --real mnist:test")
     t_sample = time.time() - t0
-    res = evaluate_images(images, metrics, ref=ref, true_labels=true_labels, progress=True, timings=True, mask=mask)
+    res = evaluate_images(images, metrics, ref=ref, true_labels=true_labels, progress=None, timings=True, mask=mask)
     res["seconds"]["sampling"] = t_sample
     res.update(source)
     res["seed"], res["ref"] = spec.seed, ref

@@ -160,7 +160,7 @@ def generate(D, n: int, shape, *, sampler: str = "heun", steps: int = 18, sigma_
     pbar = bar(progress=progress, total=n_batches * n_steps, desc=f"sampling ({sampler})", unit="step")
     for b, start in enumerate(range(0, n, max(bs, 1))):
         stop = min(start + bs, n)
-        pbar.set_postfix(batch=f"{b + 1}/{n_batches}", samples=f"{start}-{stop - 1}")
+        pbar.set_postfix(batch=f"{b + 1}/{n_batches}")
         gens = make_generators(seed, stop - start, offset=offset + start, device=gen_device)
         # Initial noise: sample k from its own generator (seed, offset + k).
         x = randn((stop - start, *shape), generator=gens, device=device) * (float(sigmas[0]) * init_noise_scale)
