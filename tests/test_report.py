@@ -20,13 +20,17 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
+    import importlib.util
+
     out = tmp_path_factory.mktemp("eco") / "tiny"
-    assert main(["train", "tiny", "max_steps=3", f"out={out}", "logger=jsonl,tensorboard", "sample_every=2",
+    logger = "jsonl,tensorboard" if importlib.util.find_spec("tensorboard") else "jsonl"  # a dev extra
+    assert main(["train", "tiny", "max_steps=3", f"out={out}", f"logger={logger}", "sample_every=2",
                  "log_every=1", "--quiet"]) == 0
     return out
 
 
 def test_tensorboard_logger_writes_events(run):
+    pytest.importorskip("tensorboard")
     events = list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == 1 and events[0].stat().st_size > 0
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
