@@ -1,5 +1,6 @@
 """difflab report (a static page, checked in headless Chromium), logger=tensorboard, progress bars on a terminal."""
 
+import io
 import json
 import os
 import re
@@ -123,7 +124,7 @@ def _run_in_pty(args, cwd) -> str:
     """Run ``python -m difflab ARGS`` with stdout/stderr on a pseudo-terminal; returns what it printed."""
     import pty
 
-    env = {**os.environ, "PYTHONPATH": SRC, "COLUMNS": "120"}
+    env = {**os.environ, "PYTHONPATH": SRC, "COLUMNS": "120", "OMP_NUM_THREADS": "1"}
     master, slave = pty.openpty()
     proc = subprocess.Popen([sys.executable, "-m", "difflab", *args], stdin=slave, stdout=slave, stderr=slave,
                             cwd=cwd, env=env, close_fds=True)
@@ -143,15 +144,21 @@ def _run_in_pty(args, cwd) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def test_sampling_shows_a_tqdm_bar_on_a_terminal_only(run, tmp_path):
-    args = ["sample", str(run), "--n", "4", "--steps", "3", "--batch-size", "2", "--out", str(tmp_path / "s.png")]
-    shown = _run_in_pty(args, tmp_path)
-    assert "sampling (heun)" in shown and "/6 [" in shown and "batch=1/2" in shown  # 2 batches x 3 steps
-    quiet = _run_in_pty(args + ["--quiet"], tmp_path)
-    assert "sampling (heun)" not in quiet and "wrote" in quiet
-    piped = subprocess.run([sys.executable, "-m", "difflab", *args], capture_output=True, text=True, cwd=tmp_path,
-                           env={**os.environ, "PYTHONPATH": SRC}, timeout=120)
-    assert piped.returncode == 0 and "sampling (heun)" not in piped.stderr + piped.stdout
+class _FakeTTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_sampling_shows_a_tqdm_bar_on_a_terminal_only(run, tmp_path, monkeypatch, capsys):
+    args = ["sample", str(run), "--n", "2", "--steps", "2", "--batch-size", "1", "--out", str(tmp_path / "s.png")]
+    shown = _run_in_pty(args, tmp_path)  # a real terminal: one subprocess on a pty
+    assert "sampling (heun)" in shown and "/4 [" in shown and "batch=1/2" in shown  # 2 batches x 2 steps
+    assert main(args) == 0  # standard error captured by pytest: not a terminal
+    assert "sampling (heun)" not in capsys.readouterr().err
+    tty = _FakeTTY()
+    monkeypatch.setattr(sys, "stderr", tty)
+    assert main(args + ["--quiet"]) == 0 and "sampling (heun)" not in tty.getvalue()
+    assert main(args) == 0 and "sampling (heun)" in tty.getvalue()  # the same fake terminal without --quiet
 
 
 def test_generate_progress_is_off_by_default_and_results_do_not_depend_on_it(capsys):
@@ -165,3 +172,17 @@ def test_generate_progress_is_off_by_default_and_results_do_not_depend_on_it(cap
     b = generate(D, 3, (1, 4, 4), sampler="euler", steps=4, seed=1, batch_size=2, S_churn=0.5, progress=True)
     assert "sampling (euler)" in capsys.readouterr().err
     assert torch.equal(a, b)
+
+
+def test_report_draws_a_grid_per_sampler(run, tmp_path):
+    from difflab.viz.report import build_report
+
+    page = build_report(run, tmp_path / "r", samplers=("heun", "euler"), n=4)
+    html = page.read_text()
+    assert "heun, 18 steps, seed 0, n=4" in html and "euler, 18 steps" in html
+    assert (tmp_path / "r" / "drawn" / "euler.png").is_file()
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "config.json").write_text((run / "config.json").read_text())
+    with pytest.raises(ValueError, match="no checkpoints"):
+        build_report(bare, tmp_path / "r2", samplers=("heun",))

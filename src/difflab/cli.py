@@ -336,10 +336,14 @@ def _dispatch(argv: list[str]) -> int:
     check_extras(name)
     from difflab import progress
 
+    before = progress.default()
     progress.set_default(progress.on_terminal(quiet=getattr(args, "quiet", False)))
-    if name in SPEC_COMMANDS:
-        return handler(args, spec_from_args(args)) or 0
-    return handler(args) or 0
+    try:
+        if name in SPEC_COMMANDS:
+            return handler(args, spec_from_args(args)) or 0
+        return handler(args) or 0
+    finally:  # main() called from Python (tests, notebooks) leaves the process default as it was
+        progress.set_default(before)
 
 
 def main(argv: list[str] | None = None) -> int:
