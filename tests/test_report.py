@@ -71,7 +71,7 @@ def _sweep_dir(root: Path) -> Path:
 def _eval_json(root: Path) -> Path:
     p = root / "eval.json"
     p.write_text(json.dumps({"n": 100, "seed": 3, "ref": "mnist:test", "model": "mnist-cond", "is": 9.1,
-                             "fid_classifier": 0.4, "seconds": {"sampling": 1.0},
+                             "fid_classifier": 0.4, "seconds": {"sampling": 1.0}, "metrics": ["is", "fid_classifier"],
                              "sampling": {"sampler": "euler", "steps": 10, "seed": 3}}))
     return p
 
@@ -90,6 +90,7 @@ def test_report_of_a_run_a_sweep_and_an_eval(run, tmp_path):
     assert main(["report", str(_eval_json(tmp_path)), "--out", str(tmp_path / "r_eval")]) == 0
     html = (tmp_path / "r_eval" / "index.html").read_text()
     assert "n = 100, seed = 3" in html and "--sampler euler --steps 10" in html and "--seed 3" in html
+    assert "difflab eval mnist-cond --n 100 --metrics is,fid_classifier" in html
 
 
 def test_report_errors_are_one_line(tmp_path, capsys):

@@ -194,7 +194,7 @@ def run_eval(model, spec, metrics="is,fid_classifier,modes", *, n: int = 1000, r
     res = evaluate_images(images, metrics, ref=ref, true_labels=true_labels, progress=None, timings=True, mask=mask)
     res["seconds"]["sampling"] = t_sample
     res.update(source)
-    res["seed"], res["ref"] = spec.seed, ref
+    res["seed"], res["ref"], res["metrics"] = spec.seed, ref, metrics  # metrics: as asked (replayable)
     print(format_table(res, ref))
     return res
 

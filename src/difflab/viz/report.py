@@ -169,12 +169,12 @@ def _eval_sections(page: Page, res: dict, source: Path):
     if isinstance(res.get("sampling"), dict):
         page.pre(json.dumps(res["sampling"], indent=2, sort_keys=True))
     if res.get("model"):
-        metrics = ",".join(k for k, _ in metric_rows(res)) if "metrics" not in res else res["metrics"]
+        asked = res.get("metrics")  # recorded since issue 21; older files: the result keys, which may need editing
+        metrics = ",".join(asked) if isinstance(asked, list) else ",".join(k for k, _ in metric_rows(res))
         cmd = f"difflab eval {res['model']} --n {res.get('n')} --metrics {metrics}"
         if isinstance(res.get("sampling"), dict):
             cmd += " " + sampling_flags(res["sampling"])
-        page.add("<p>Reproduce (metric names as recorded; group names like <code>modes</code> expand to "
-                 "several keys):</p>")
+        page.add("<p>Reproduce:</p>")
         page.pre(cmd.strip() + (f" --json {source.name}" if source.suffix == ".json" else ""))
 
 
