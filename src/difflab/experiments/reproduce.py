@@ -36,6 +36,7 @@ from pathlib import Path
 
 from difflab.eval.run import run_eval
 from difflab.experiments.motion import run_prior
+from difflab.progress import bar
 from difflab.recipe import SamplingSpec
 from difflab.utils import write_json
 
@@ -57,11 +58,12 @@ def _spec(device: str, batch_size: int, **options) -> SamplingSpec:
 def thesis_modes(quick: bool, device: str = "cpu", n: int | None = None) -> dict:
     n = n or (30 if quick else 1000)  # batches of 10 (pg_batch 10 couples each ten)
     rows = {}
-    for name, extra in [("deterministic", {}), ("stochastic S_churn 0.7", {"S_churn": 0.7}),
-                        ("deterministic + PG k_PG 1", {"pg_weight": 1.0}),
-                        ("stochastic S_churn 0.7 + PG k_PG 1", {"S_churn": 0.7, "pg_weight": 1.0}),
-                        # beyond the thesis: PG in the digit-features embedding (the PG paper's feature kernel)
-                        ("deterministic + PG feature kernel k_PG 10", {"pg_weight": 10.0, "pg_kernel": "feature"})]:
+    for name, extra in bar([("deterministic", {}), ("stochastic S_churn 0.7", {"S_churn": 0.7}),
+                            ("deterministic + PG k_PG 1", {"pg_weight": 1.0}),
+                            ("stochastic S_churn 0.7 + PG k_PG 1", {"S_churn": 0.7, "pg_weight": 1.0}),
+                            # beyond the thesis: PG in the digit-features embedding (the PG paper's feature kernel)
+                            ("deterministic + PG feature kernel k_PG 10", {"pg_weight": 10.0, "pg_kernel": "feature"})],
+                           desc="thesis-modes rows", unit="row"):
         r = run_eval("mnist-uncond", _spec(device, 10, steps=22, pg_batch=10, **extra), "modes,quality", n=n)
         rows[name] = {"modes_per_10": r["modes_per_10"], "quality": r.get("quality"), "n": r["n"]}
     return {"experiment": "thesis Figure 3.1", "model": "mnist-uncond", "steps": 22, "rows": rows,
@@ -120,7 +122,7 @@ def ntnu(out: Path, quick: bool = False, device: str = "cpu", n: int | None = No
         if unknown:
             raise ValueError(f"unknown ntnu row(s) {unknown}; choose from {[j[0] for j in jobs]}")
         jobs = [j for j in jobs if j[0] in wanted]
-    for row, model, w, sampling in jobs:
+    for row, model, w, sampling in bar(jobs, desc="ntnu rows", unit="row"):
         path = _ntnu_model(root, model)
         if sampling is None:
             sampling = {"sampler": "ddpm", "steps": load(path).difflab_config.model.T, "grid": "ddpm_leading"}
