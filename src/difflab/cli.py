@@ -139,6 +139,7 @@ EXAMPLES = {
     "train": "difflab train tiny max_steps=200 out=runs/tiny",
     "sample": "difflab sample mnist-cond --n 64 --sampler heun --steps 18 --out samples.png",
     "eval": "difflab eval mnist-cond --metrics is,fid_classifier,modes --n 1000 --json eval.json",
+    "schedule": "difflab schedule mnist-cond --nfe 10 --out grid10.json  (then: sample --grid grid10.json)",
     "sweep": "difflab sweep sweep_tiny --out outputs/sweeps/tiny",
     "toy": "difflab toy gmm --quick",
     "demo": "difflab demo --out outputs/demo",
