@@ -24,6 +24,7 @@ KEYS = {
     "bench_quality_nfe": ["results"],
     "bench_eval": ["classifier_accuracy"],
     "bench_low_nfe": ["results", "summary", "geomean"],
+    "bench_diversity": ["toys", "table"],
 }
 
 

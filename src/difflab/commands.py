@@ -27,10 +27,13 @@ def data_verify(args):
 
 
 def train(args):
+    from difflab import progress
     from difflab.config import load_config
     from difflab.training.launcher import train as run_train
 
     cfg = load_config(args.config, args.overrides)
+    if not progress.default():  # no bar off a terminal or with --quiet (config.json records it)
+        cfg.train.progress = False
     summary = run_train(cfg, resume=args.resume, overwrite=getattr(args, "overwrite", False))
     if summary is not None:
         print(json.dumps(summary, indent=2))
@@ -161,3 +164,29 @@ def reproduce(args):
 
     run_reproduce(args.name, out=args.out, quick=args.quick, device=args.device, n=args.n, models=args.models,
                   metrics=args.metrics, rows=args.rows)
+
+
+def report(args):
+    from difflab.viz.report import build_report
+
+    samplers = tuple(s.strip() for s in args.samplers.split(",") if s.strip())
+    path = build_report(args.source, args.out, samplers=samplers, n=args.n, device=args.device)
+    print(f"wrote {path}")
+
+
+def configs(args):
+    from difflab.config import presets, read_yaml
+
+    for name, path in presets().items():
+        first = next((ln[1:].strip() for ln in path.read_text().splitlines() if ln.startswith("#")), "")
+        kind = "sweep" if "grid" in (read_yaml(path) or {}) else "train"
+        print(f"{name:20s} {kind:6s} {first}")
+    print("use: difflab train NAME [key=value ...] | difflab sweep NAME (files: "
+          f"{next(iter(presets().values())).parent})")
+
+
+def export(args):
+    from difflab.export import export_diffusers
+
+    dest = export_diffusers(args.run, args.diffusers, ema=not args.raw)
+    print(f"wrote {dest} (load it with diffusers.UNet2DModel.from_pretrained({str(dest)!r}))")

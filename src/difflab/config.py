@@ -137,6 +137,7 @@ class TrainConfig:
     progress: bool = True
     init_from: str | None = None   # start from these weights (run dir or checkpoint), fresh optimizer: fine-tuning
     compile: bool = False          # torch.compile the trained network (docs/benchmarks.md, "torch.compile")
+    logger: str = "jsonl"          # jsonl | tensorboard | jsonl,tensorboard (log.jsonl is always written)
 
 
 @dataclass
@@ -179,6 +180,7 @@ CHOICES = {
     ("data", "split"): {"train", "test"},
     ("data", "size"): {28, 32},
 }
+LOGGERS = ("jsonl", "tensorboard")
 # (min, max, inclusive-min) ranges
 RANGES = {
     ("train", "batch_size"): (1, 1 << 16), ("train", "max_steps"): (0, 10**9), ("train", "lr"): (0, 1),
@@ -298,6 +300,9 @@ def validate(cfg: Config):
     need = "infonce" if cfg.model.task == "clip" else "ce"
     if cfg.model.task != "diffusion" and cfg.loss.name != need:
         raise ConfigError(f"model.task {cfg.model.task!r} trains with loss.name {need!r}")
+    loggers = [x.strip() for x in cfg.train.logger.split(",")]
+    if not loggers or any(x not in LOGGERS for x in loggers):
+        raise ConfigError(f"train.logger must be jsonl, tensorboard or both (jsonl,tensorboard), got {cfg.train.logger!r}")
     betas = cfg.train.betas
     if not (len(betas) == 2 and all(isinstance(b, (int, float)) and not isinstance(b, bool) and 0 <= b < 1 for b in betas)):
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {cfg.train.betas}")
@@ -338,12 +343,34 @@ def parse_override(cfg: Config, item: str):
         raise ConfigError(f"unknown config key {key!r}{_suggest(key, every)}")
 
 
-def read_yaml(path: str | Path, what: str = "config file"):
-    """Read a YAML file (:func:`load_yaml`); a missing file, bad YAML, a key given twice in a mapping or nesting too
-    deep is a one-line ConfigError naming the file (and the key and line)."""
+PRESETS_DIR = Path(__file__).parent / "configs"   # the YAML presets shipped in the package (package data)
+
+
+def presets() -> dict[str, Path]:
+    """The shipped presets by name (file stem), e.g. {'tiny': .../difflab/configs/tiny.yaml, ...}."""
+    return {p.stem: p for p in sorted(PRESETS_DIR.glob("*.yaml"))}
+
+
+def find_preset(path: str | Path) -> Path:
+    """A config file: ``path`` if it is a file, else the shipped preset it names (``tiny``, ``tiny.yaml``, or
+    ``configs/tiny.yaml`` from a folder without the repository's configs/), else ``path`` unchanged."""
     p = Path(path)
+    if p.is_file():
+        return p
+    shipped = presets()
+    if p.suffix in ("", ".yaml", ".yml") and (len(p.parts) == 1 or p.parent.name == "configs") and p.stem in shipped:
+        return shipped[p.stem]
+    return p
+
+
+def read_yaml(path: str | Path, what: str = "config file"):
+    """Read a YAML file (:func:`load_yaml`) or a shipped preset by name (:func:`find_preset`); a missing file, bad
+    YAML, a key given twice in a mapping or nesting too deep is a one-line ConfigError naming the file (and the
+    key and line)."""
+    p = find_preset(path)
     if not p.exists():
-        raise ConfigError(f"{what} {str(p)!r} does not exist")
+        raise ConfigError(f"{what} {str(p)!r} does not exist (shipped presets: {', '.join(presets())}; "
+                          "`difflab configs` lists them)")
     try:
         return load_yaml(p.read_text()) or {}
     except YAMLCheckError as e:

@@ -78,4 +78,44 @@ def fold_null_label(state: dict, config: dict) -> tuple[dict, dict]:
     return state, config
 
 
-__all__ = ["export_shipped", "fold_null_label"]
+DIFFUSERS_PREFIX = "net.unet."   # the keys of a DiffusersUNet (difflab.interop) inside a preconditioner
+
+
+def export_diffusers(run_dir, dest, *, ema: bool = True) -> Path:
+    """Save the network of a run whose network is a diffusers ``UNet2DModel`` (a preconditioner around
+    :class:`difflab.interop.DiffusersUNet`, with the U-Net's config in ``model.net.diffusers``) as a diffusers
+    model folder, loadable with ``UNet2DModel.from_pretrained(dest)``; returns ``dest``.
+
+    difflab's own U-Net (every shipped model and preset) has no diffusers counterpart: it is refused with one line
+    pointing to docs/models.md ("Using difflab models from other code"), which says what to do instead."""
+    ck = resolve(run_dir)
+    data = load_checkpoint(ck)
+    part = "ema" if ema and data["ema"] is not None else "model"
+    state = data[part]
+    unet_cfg = (data["config"].get("model", {}).get("net") or {}).get("diffusers")
+    keys = {k[len(DIFFUSERS_PREFIX):]: v for k, v in state.items() if k.startswith(DIFFUSERS_PREFIX)}
+    if not isinstance(unet_cfg, dict) or not keys:
+        preset = data["config"].get("model", {}).get("preset")
+        raise ValueError(f"{ck}: the network is difflab's own U-Net (model.preset={preset!r}), not a diffusers "
+                         "UNet2DModel; load it with difflab.load (docs/models.md, 'Using difflab models from other code')")
+    if (bad := nonfinite_tensor(state)) is not None:
+        raise CheckpointError(f"{ck / (part + '.safetensors')}: tensor {bad!r} holds non-finite values; not exporting")
+    from diffusers import UNet2DModel
+
+    unet = UNet2DModel.from_config({k: v for k, v in unet_cfg.items() if not k.startswith("_")})
+    missing, unexpected = unet.load_state_dict(keys, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{ck}: weights do not match model.net.diffusers (missing {sorted(missing)[:3]}, "
+                              f"unexpected {sorted(unexpected)[:3]})")
+    dest = Path(dest)
+    tmp = dest.with_name(dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    unet.save_pretrained(str(tmp), safe_serialization=True)
+    if dest.exists():
+        shutil.rmtree(dest)
+    os.replace(tmp, dest)
+    return dest
+
+
+__all__ = ["export_diffusers", "export_shipped", "fold_null_label"]

@@ -39,6 +39,8 @@ RULES: dict[str, tuple[str, dict]] = {
     "cg_scale": ("float", dict(lo=-1e6, hi=1e6)),
     "pg_weight": ("float", dict(lo=0)),
     "pg_batch": ("int", dict(lo=1, hi=INT32_MAX)),
+    "diversity_strength": ("float", dict(lo=0, hi=1e6)),
+    "group_size": ("int", dict(lo=1, hi=INT32_MAX)),
     "seed": ("int", dict(lo=0, hi=2**63 - 1)),
     "batch_size": ("int", dict(lo=1, hi=INT32_MAX)),
     "label": ("int", dict(lo=0, hi=100000)),
@@ -74,6 +76,9 @@ class SamplingSpec:
     - classifier guidance: ``cg_model`` (a noise-conditional classifier, shipped name or run dir), ``cg_scale``.
     - particle guidance (Corso et al. 2023): ``pg_weight`` (0: off), ``pg_kernel``, ``pg_features`` (kernel
       'feature'), ``pg_batch`` (particles coupled per group; None: the whole batch), ``pg_variant``.
+    - diversity (difflab.guidance.diversity): ``diversity`` (a method of ``DIVERSITY_METHODS`` or
+      ``'recommended'``; None: off), ``diversity_strength`` (None: the preset's, else 1), ``group_size`` (samples
+      coupled per group; None: 10). Sampling picks a batch size that is a multiple of the group size.
     - ``label``: one class label for every sample (None: cycle 0..K-1 on a class-conditional model).
     - inpainting (:mod:`difflab.guidance.inpaint`): ``inpaint`` (a dataset spec, e.g. 'mnist:test': sample k
       completes image ``inpaint_offset + k``), ``inpaint_mask`` (the region to regenerate: a mask name or a PNG);
@@ -111,6 +116,9 @@ class SamplingSpec:
     pg_features: str | None = None
     pg_batch: int | None = None
     pg_variant: str = "paper"
+    diversity: str | None = None
+    diversity_strength: float | None = None
+    group_size: int | None = None
     label: int | None = None
     inpaint: str | None = None
     inpaint_mask: str | None = None
@@ -158,6 +166,14 @@ class SamplingSpec:
             raise ValueError(f"--pg-variant must be one of {', '.join(PG_VARIANTS)}, got {self.pg_variant!r}")
         if self.pg_features and self.pg_kernel != "feature":
             raise ValueError("--pg-features needs --pg-kernel feature")
+        if self.diversity is not None:
+            from difflab.guidance import DIVERSITY_METHODS, PRESETS
+
+            if self.diversity not in DIVERSITY_METHODS + tuple(PRESETS):
+                raise ValueError(f"--diversity must be one of {', '.join(DIVERSITY_METHODS + tuple(PRESETS))}, "
+                                 f"got {self.diversity!r}")
+        elif self.group_size is not None or self.diversity_strength is not None:
+            raise ValueError("--group-size and --diversity-strength need --diversity (PG's group is --pg-batch)")
         if self.cfg_convention is not None:
             from difflab.guidance.cfg import CONVENTIONS
 
@@ -254,11 +270,27 @@ class SamplingSpec:
                 features = embedding(self.pg_features or "digit-features", device=self.device)
             out.append(ParticleGuidance(weight=self.pg_weight, kernel=self.pg_kernel, variant=self.pg_variant,
                                         group_size=self.pg_batch, features=features))
+        if self.diversity:
+            from difflab.guidance import diversity
+
+            out.append(diversity(self.diversity, group_size=self.group(), strength=self.diversity_strength, model=D))
         if self.inpaint:  # last: the known pixels are imposed on the fully guided estimate
             from difflab.guidance.inpaint import Inpainting
 
             out.append(Inpainting())
         return out or None
+
+    def group(self) -> int | None:
+        """Samples coupled per group: ``group_size`` (default 10) with a diversity method, ``pg_batch`` with PG."""
+        if self.diversity:
+            return self.group_size or 10
+        return self.pg_batch if self.pg_weight else None
+
+    def batch_for_groups(self) -> int:
+        """``batch_size`` rounded down to a multiple of the group size (at least one group), so that no group is
+        split across batches."""
+        g = self.group()
+        return self.batch_size if not g else max(g, self.batch_size - self.batch_size % g)
 
     def inpaint_cond(self, D, n: int, offset: int = 0) -> tuple[dict, torch.Tensor | None]:
         """The cond entries of inpainting for samples ``offset .. offset + n - 1`` (images ``inpaint_offset + k``
@@ -376,7 +408,7 @@ def sample(model, spec: SamplingSpec, n: int, cond: dict | None = None, *, offse
         if labels is not None:
             cond["class_labels"] = labels
     x = generate(D, n, model_shape(D), seed=spec.seed, offset=offset, cond=cond, callback=callback,
-                 batch_size=spec.batch_size, device=spec.device, **spec.generate_kwargs(D))
+                 batch_size=spec.batch_for_groups(), device=spec.device, **spec.generate_kwargs(D))
     return x, labels
 
 

@@ -204,15 +204,20 @@ def _install(chunks: Iterable[bytes], dest: Path, fs: FileSpec, origin: str) -> 
 
 
 def _url_chunks(url: str, timeout: float, log) -> Iterator[bytes]:
+    from difflab.progress import bar, default
+
     with urllib.request.urlopen(url, timeout=timeout) as r:
         total = int(r.headers.get("Content-Length") or 0) if getattr(r, "headers", None) else 0
         done, next_report = 0, 0.25
+        pbar = bar(total=total or None, desc=url.rsplit("/", 1)[-1], unit="B", unit_scale=True)
         while chunk := r.read(CHUNK):
             done += len(chunk)
-            if total > 8 * CHUNK and done / total >= next_report:
+            pbar.update(len(chunk))
+            if not default() and total > 8 * CHUNK and done / total >= next_report:  # no bar: a line per quarter
                 log(f"  {done / 1e6:.1f} / {total / 1e6:.1f} MB")
                 next_report += 0.25
             yield chunk
+        pbar.close()
 
 
 def _offline() -> bool:

@@ -135,15 +135,18 @@ def _cached_inception(**kw) -> InceptionFeatures:
 
 
 @torch.no_grad()
-def extract(extractor, images: torch.Tensor, batch_size: int = 100, progress: bool = False) -> np.ndarray:
-    """Features [N, d] (float32 numpy) of images [N, C, H, W] in [-1, 1], in batches."""
+def extract(extractor, images: torch.Tensor, batch_size: int = 100, progress: bool | None = False) -> np.ndarray:
+    """Features [N, d] (float32 numpy) of images [N, C, H, W] in [-1, 1], in batches (``progress``: a tqdm bar
+    over the images; None follows :func:`difflab.progress.default`)."""
+    from difflab.progress import bar
+
     extractor = get_extractor(extractor)
-    out, t0, n = [], time.time(), images.shape[0]
+    out, n = [], images.shape[0]
+    pbar = bar(progress=progress, total=n, desc=f"features ({getattr(extractor, 'name', 'extractor')})", unit="img")
     for i in range(0, n, batch_size):
         out.append(extractor(images[i:i + batch_size]).float().cpu().numpy())
-        if progress and (i // batch_size) % 10 == 9:
-            done = min(i + batch_size, n)
-            print(f"  features {done}/{n} ({done / max(time.time() - t0, 1e-9):.1f} img/s)", flush=True)
+        pbar.update(min(batch_size, n - i))
+    pbar.close()
     d = getattr(extractor, "num_features", None) or 0
     return np.concatenate(out) if out else np.zeros((0, d), np.float32)
 

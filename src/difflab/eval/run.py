@@ -241,10 +241,10 @@ def _run_eval(model, spec, metrics, n, real, ref, mask) -> dict | None:
     else:
         raise ValueError("give a MODEL (run directory or shipped name) or --real DATASET, e.g. --real mnist:test")
     t_sample = time.time() - t0
-    res = evaluate_images(images, metrics, ref=ref, true_labels=true_labels, progress=True, timings=True, mask=mask)
+    res = evaluate_images(images, metrics, ref=ref, true_labels=true_labels, progress=None, timings=True, mask=mask)
     res["seconds"]["sampling"] = t_sample
     res.update(source)
-    res["seed"], res["ref"] = spec.seed, ref
+    res["seed"], res["ref"], res["metrics"] = spec.seed, ref, metrics  # metrics: as asked (replayable)
     print(format_table(res, ref))
     return res
 

@@ -233,7 +233,10 @@ def run_sweep_config(spec: dict, out=None, shard=None, limit: int | None = None,
     (out / "points").mkdir(parents=True, exist_ok=True)
     write_json({k: v for k, v in spec.items() if k != "classifier" or isinstance(v, str)}, out / "sweep.json")
     D, done_now, skipped = None, 0, 0
-    for i in shard_indices(len(points), si, sn):  # the same split as DDP training and sharded sampling
+    from difflab.progress import bar
+
+    mine = shard_indices(len(points), si, sn)  # the same split as DDP training and sharded sampling
+    for i in bar(mine, total=len(mine), desc=f"sweep {spec['name']}", unit="point"):
         params = points[i]
         path = out / "points" / f"{i:04d}.json"
         fp = fingerprint(spec, params)

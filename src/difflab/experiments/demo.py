@@ -60,6 +60,19 @@ def demo_train(out: Path, budget_s: float | None = None) -> dict:
     return result
 
 
+def _fidelity(x: torch.Tensor, p: torch.Tensor) -> dict:
+    """Quality (mean max-softmax of the digit classifier) and, where mnist:test is at hand, classifier-FID
+    (n = 100 here: compare rows with each other, not with the n = 2,000 numbers of docs/results.md)."""
+    out = {"quality": float(p.max(1).values.mean())}
+    try:
+        from difflab.eval.run import evaluate_images
+
+        out["fid_classifier"] = float(evaluate_images(x, "fid_classifier", ref="mnist:test")["fid_classifier"])
+    except (OSError, ValueError):  # no MNIST test set cached and no network: quality only
+        pass
+    return out
+
+
 def demo_shipped(out: Path) -> dict:
     """The tour of the shipped models (see the module docstring)."""
     from difflab.viz.grids import save_grid
@@ -82,15 +95,23 @@ def demo_shipped(out: Path) -> dict:
         Du = load(uncond)
         n_batches, B = 10, 10
         res = {}
+        fidelity = {}
         for name, spec in [("iid", SamplingSpec(steps=18, seed=1)), ("stochastic", SamplingSpec(steps=18, seed=1, S_churn=0.7)),
-                           ("pg", SamplingSpec(steps=18, seed=1, pg_weight=1.0, pg_batch=B, batch_size=n_batches * B))]:
+                           ("pg", SamplingSpec(steps=18, seed=1, pg_weight=1.0, pg_batch=B, batch_size=n_batches * B)),
+                           # issue 16: the recommended diversity preset on the same seeds as iid
+                           ("recommended", SamplingSpec(steps=18, seed=1, diversity="recommended", group_size=B))]:
             xs, _ = sample(Du, spec, n_batches * B)
             with torch.no_grad():
-                modes = modes_per_10(classifier(xs).argmax(1), B)
+                p = classifier(xs).softmax(1)
+            modes = modes_per_10(p.argmax(1), B)
             res[name] = modes
+            fidelity[name] = _fidelity(xs, p)
             save_grid(xs[: 5 * B], out / f"uncond_{name}_grid.png", nrow=B)
             rows.append((f"modes per batch of 10, {name} (rows of uncond_{name}_grid.png)", f"{modes:.2f}"))
+            rows.append((f"fidelity, {name}: " + ", ".join(fidelity[name]), ", ".join(
+                f"{v:.3f}" for v in fidelity[name].values())))
         summary["modes_per_10"] = res
+        summary["fidelity"] = fidelity
     else:
         rows.append(("i.i.d. vs particle guidance", "skipped: mnist-uncond or digit-classifier not shipped"))
 

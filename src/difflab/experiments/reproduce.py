@@ -20,6 +20,11 @@ a smaller version (fewer sequences / samples); the size used is always recorded 
   (1 + w) eps_c - w eps_u), Inception FID against the MNIST test set and IS with the digit classifier, plus our
   fast samplers at <= 35 network evaluations on the linear T = 1000 model (a CFG step costs 2 evaluations).
 
+- ``diversity``: issue 16's benchmark (:mod:`difflab.experiments.diversity`): every diversity method against
+  i.i.d. on exact 2-D mixtures (modes per group, on-mode share, TV of pooled frequencies to the true weights
+  with the i.i.d. floor) and on mnist-uncond (modes per 10, classifier-FID, class KL, IS, PRDC, Vendi),
+  resumable, with ``frontier.png``.
+
 ``--device cuda`` runs the sampling (and the Inception network) on a GPU; ``--n`` overrides the sample count.
 """
 
@@ -31,10 +36,11 @@ from pathlib import Path
 
 from difflab.eval.run import run_eval
 from difflab.experiments.motion import run_prior
+from difflab.progress import bar
 from difflab.recipe import SamplingSpec
 from difflab.utils import write_json
 
-EXPERIMENTS = ("pg-gmm", "thesis-modes", "thesis-prior", "thesis-heatmaps", "ntnu", "inpainting")
+EXPERIMENTS = ("pg-gmm", "thesis-modes", "thesis-prior", "thesis-heatmaps", "ntnu", "diversity", "inpainting")
 
 THESIS_TABLE_41 = {  # true p(right) -> (deterministic, stochastic S_churn 0.9, PG k_PG 3 B 2)
     "0.9": (0.9944, 0.9598, 0.5), "0.7": (0.7933, 0.7294, 0.5004), "0.5": (0.4168, 0.5253, 0.5006)}
@@ -52,11 +58,12 @@ def _spec(device: str, batch_size: int, **options) -> SamplingSpec:
 def thesis_modes(quick: bool, device: str = "cpu", n: int | None = None) -> dict:
     n = n or (30 if quick else 1000)  # batches of 10 (pg_batch 10 couples each ten)
     rows = {}
-    for name, extra in [("deterministic", {}), ("stochastic S_churn 0.7", {"S_churn": 0.7}),
-                        ("deterministic + PG k_PG 1", {"pg_weight": 1.0}),
-                        ("stochastic S_churn 0.7 + PG k_PG 1", {"S_churn": 0.7, "pg_weight": 1.0}),
-                        # beyond the thesis: PG in the digit-features embedding (the PG paper's feature kernel)
-                        ("deterministic + PG feature kernel k_PG 10", {"pg_weight": 10.0, "pg_kernel": "feature"})]:
+    for name, extra in bar([("deterministic", {}), ("stochastic S_churn 0.7", {"S_churn": 0.7}),
+                            ("deterministic + PG k_PG 1", {"pg_weight": 1.0}),
+                            ("stochastic S_churn 0.7 + PG k_PG 1", {"S_churn": 0.7, "pg_weight": 1.0}),
+                            # beyond the thesis: PG in the digit-features embedding (the PG paper's feature kernel)
+                            ("deterministic + PG feature kernel k_PG 10", {"pg_weight": 10.0, "pg_kernel": "feature"})],
+                           desc="thesis-modes rows", unit="row"):
         r = run_eval("mnist-uncond", _spec(device, 10, steps=22, pg_batch=10, **extra), "modes,quality", n=n)
         rows[name] = {"modes_per_10": r["modes_per_10"], "quality": r.get("quality"), "n": r["n"]}
     return {"experiment": "thesis Figure 3.1", "model": "mnist-uncond", "steps": 22, "rows": rows,
@@ -115,7 +122,7 @@ def ntnu(out: Path, quick: bool = False, device: str = "cpu", n: int | None = No
         if unknown:
             raise ValueError(f"unknown ntnu row(s) {unknown}; choose from {[j[0] for j in jobs]}")
         jobs = [j for j in jobs if j[0] in wanted]
-    for row, model, w, sampling in jobs:
+    for row, model, w, sampling in bar(jobs, desc="ntnu rows", unit="row"):
         path = _ntnu_model(root, model)
         if sampling is None:
             sampling = {"sampler": "ddpm", "steps": load(path).difflab_config.model.T, "grid": "ddpm_leading"}
@@ -131,6 +138,13 @@ def ntnu(out: Path, quick: bool = False, device: str = "cpu", n: int | None = No
     return result
 
 
+def diversity(out: Path, quick: bool = False, n: int | None = None) -> dict:
+    """Issue 16's diversity benchmark (toys + mnist-uncond), written to OUT/diversity.json and OUT/frontier.png."""
+    from difflab.experiments.diversity import run_diversity
+
+    return run_diversity(str(out), quick=quick, n=n)
+
+
 def run_reproduce(name: str, out=None, quick: bool = False, device: str = "cpu", n: int | None = None,
                   models=None, metrics: str | None = None, rows: str | None = None) -> dict | None:
     """``difflab reproduce NAME``: run one experiment, write OUT/results.json and results.md."""
@@ -143,6 +157,8 @@ def run_reproduce(name: str, out=None, quick: bool = False, device: str = "cpu",
         from difflab.experiments.ring import run_ring
 
         return run_ring(str(out), runs=20 if quick else 100, seed=0, quick=quick)
+    if name == "diversity":
+        return diversity(out, quick, n)
     if name == "thesis-heatmaps":
         from difflab.eval.sweep import run_sweep
 

@@ -127,11 +127,46 @@ def gamma_for(sigma: float, S_churn: float, n_steps: int, S_tmin: float, S_tmax:
     return min(S_churn / n_steps, math.sqrt(2) - 1)
 
 
-def churn(x, sigma: float, gamma: float, S_noise: float, generator):
-    """Increase noise temporarily: sigma_hat = sigma (1 + gamma), x_hat = x + sqrt(sigma_hat^2 - sigma^2) S_noise eps."""
+def _guidances(guidance) -> list:
+    if guidance is None:
+        return []
+    return list(guidance) if isinstance(guidance, (list, tuple)) else [guidance]
+
+
+def start_noise(guidance, z: torch.Tensor) -> torch.Tensor:
+    """The starting-state hook. ``z`` [B, ...] is the i.i.d. standard normal noise a run starts from (before
+    scaling by ``sigmas[0]``); every guidance in ``guidance`` that defines ``start_noise(z) -> z'`` transforms it
+    in turn (e.g. :class:`difflab.guidance.structured.StructuredNoise` makes each group's rows negatively
+    dependent while each row stays exactly N(0, I)). Others leave it alone.
+
+    :func:`difflab.sampling.generate.generate` calls it on every batch. A sampler called directly receives its
+    starting ``x`` from the caller, who calls this hook (``x = sigmas[0] * start_noise(guidance, z)``); without it
+    a starting-noise method is a no-op (i.i.d. starts), never wrong."""
+    for g in _guidances(guidance):
+        fn = getattr(g, "start_noise", None)
+        if callable(fn):
+            z = fn(z)
+    return z
+
+
+def churn_noise(guidance, eps: torch.Tensor) -> torch.Tensor:
+    """The churn-noise hook: the fresh standard normal noise ``eps`` [B, ...] that :func:`churn` adds (Karras et
+    al. 2022, Algorithm 2, line 5) goes through ``churn_noise(eps) -> eps'`` of every guidance that defines it
+    (coupled churn noise: each row stays N(0, I), rows of a group are negatively dependent)."""
+    for g in _guidances(guidance):
+        fn = getattr(g, "churn_noise", None)
+        if callable(fn):
+            eps = fn(eps)
+    return eps
+
+
+def churn(x, sigma: float, gamma: float, S_noise: float, generator, guidance=None):
+    """Increase noise temporarily: sigma_hat = sigma (1 + gamma), x_hat = x + sqrt(sigma_hat^2 - sigma^2) S_noise eps,
+    with eps passed through the guidances' churn-noise hook (:func:`churn_noise`)."""
     sigma_hat = sigma * (1 + gamma)
     if gamma > 0:
-        x = x + math.sqrt(sigma_hat**2 - sigma**2) * S_noise * randn_like(x, generator)
+        eps = churn_noise(guidance, randn_like(x, generator))
+        x = x + math.sqrt(sigma_hat**2 - sigma**2) * S_noise * eps
     return x, sigma_hat
 
 

@@ -36,7 +36,7 @@ def sample_heun(D, x, sigmas, *, generator=None, callback=None, guidance=None, S
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         # Increase noise temporarily.
         gamma = gamma_for(sigma, S_churn, n, S_tmin, S_tmax)
-        x_hat, sigma_hat = churn(x, sigma, gamma, S_noise, generator)
+        x_hat, sigma_hat = churn(x, sigma, gamma, S_noise, generator, guidance)
         # Euler step.
         denoised = denoise(D, x_hat, sigma_hat, cond)
         d_cur = (x_hat - denoised) / sigma_hat
@@ -63,7 +63,8 @@ def sample_euler(D, x, sigmas, *, generator=None, callback=None, guidance=None, 
     for i in range(n):
         sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
         # Increase noise temporarily.
-        x_hat, sigma_hat = churn(x, sigma, gamma_for(sigma, S_churn, n, S_tmin, S_tmax), S_noise, generator)
+        x_hat, sigma_hat = churn(x, sigma, gamma_for(sigma, S_churn, n, S_tmin, S_tmax), S_noise, generator,
+                                 guidance)
         # Euler step.
         denoised = denoise(D, x_hat, sigma_hat, cond)
         d_cur = (x_hat - denoised) / sigma_hat

@@ -13,7 +13,8 @@ import os
 
 import torch
 
-from difflab.sampling.base import check_sigmas, device_of, member
+from difflab.progress import _NoBar, bar
+from difflab.sampling.base import check_sigmas, device_of, member, start_noise
 from difflab.sampling.rng import make_generators, randn
 from difflab.sampling.schedules import sigma_grid
 from difflab.utils import INT32_MAX, check_int
@@ -43,6 +44,15 @@ def _slice_cond(cond: dict, n: int, start: int, stop: int) -> dict:
         else:
             out[k] = v
     return out
+
+
+def _counting(cb, pbar):
+    """The sampler's per-step callback, also advancing the progress bar by one step."""
+    def step(fields):
+        pbar.update(1)
+        if cb is not None:
+            cb(fields)
+    return step
 
 
 class NonFiniteSamples(ValueError):
@@ -90,7 +100,8 @@ def check_memory(n: int, shape, batch_size: int, steps: int, device) -> None:
 def generate(D, n: int, shape, *, sampler: str = "heun", steps: int = 18, sigma_min: float = 0.002,
              sigma_max: float = 80.0, rho: float | None = None, grid="karras", seed: int = 0, offset: int = 0,
              cond: dict | None = None, guidance=None, init_noise_scale: float = 1.0, callback=None,
-             batch_size: int | None = None, device=None, check_finite: bool = True, **options) -> torch.Tensor:
+             batch_size: int | None = None, device=None, check_finite: bool = True, progress: bool | None = None,
+             **options) -> torch.Tensor:
     """Draw ``n`` samples of per-sample ``shape`` (e.g. ``(1, 28, 28)``) with ``SAMPLERS[sampler]``.
 
     - grid: a name for :func:`difflab.sampling.schedules.sigma_grid` ('karras', 'uniform', 'loguniform', 'vp',
@@ -110,6 +121,8 @@ def generate(D, n: int, shape, *, sampler: str = "heun", steps: int = 18, sigma_
     - check_finite: a batch with a NaN or Inf raises :class:`NonFiniteSamples` naming the first step and sigma
       where it appeared and the options that made it (one device read per batch; the batch is replayed only to
       write the message). Sizes are checked against memory before anything is allocated (:func:`check_memory`).
+    - progress: a tqdm bar over all steps of all batches (postfix: the batch), off by default; None follows
+      :func:`difflab.progress.default`, which the CLI switches on for a terminal without ``--quiet``.
     Returns a float tensor ``[n, *shape]``.
     """
     from difflab.sampling import get_sampler
@@ -143,28 +156,39 @@ def generate(D, n: int, shape, *, sampler: str = "heun", steps: int = 18, sigma_
     gen_device = device if device.type == "cuda" else "cpu"
     bs = n if batch_size is None else batch_size
     out = []
-    for start in range(0, n, max(bs, 1)):
+    n_batches, n_steps = -(-n // max(bs, 1)), len(sigmas) - 1
+    pbar = bar(progress=progress, total=n_batches * n_steps, desc=f"sampling ({sampler})", unit="step")
+    for b, start in enumerate(range(0, n, max(bs, 1))):
         stop = min(start + bs, n)
+        pbar.set_postfix(batch=f"{b + 1}/{n_batches}")
         gens = make_generators(seed, stop - start, offset=offset + start, device=gen_device)
         # Initial noise: sample k from its own generator (seed, offset + k).
-        x = randn((stop - start, *shape), generator=gens, device=device) * (float(sigmas[0]) * init_noise_scale)
+        # (through the guidances' starting-state hook, sampling.base.start_noise: coupled starts for diversity)
+        x = start_noise(guidance, randn((stop - start, *shape), generator=gens, device=device))
+        x = x * (float(sigmas[0]) * init_noise_scale)
         cb = None
         if callback is not None:
             cb = (lambda s: (lambda fields: callback({**fields, "batch_start": s})))(start)
+        if not isinstance(pbar, _NoBar):
+            cb = _counting(cb, pbar)
         batch_cond = _slice_cond(cond, n, start, stop)
         xb = fn(D, x, sigmas, generator=gens, callback=cb, guidance=guidance, cond=batch_cond, **options)
         if check_finite and xb.device.type != "meta" and not bool(torch.isfinite(xb).all()):  # one read per batch
             # Replay the batch (same generators, so the same draws) to name the first step that went non-finite.
             gens = make_generators(seed, stop - start, offset=offset + start, device=gen_device)
-            x = randn((stop - start, *shape), generator=gens, device=device) * (float(sigmas[0]) * init_noise_scale)
+            x = start_noise(guidance, randn((stop - start, *shape), generator=gens, device=device))
+            x = x * (float(sigmas[0]) * init_noise_scale)
             first = _first_nonfinite_step(fn, D, x, sigmas, gens, guidance, batch_cond, options)
             opts = ", ".join(f"{k}={v}" for k, v in {"sampler": sampler, "steps": steps, **options,
                                                       "init_noise_scale": init_noise_scale}.items())
             if guidance is not None:
                 opts += f", guidance={guidance!r}"
+            pbar.close()
             raise NonFiniteSamples(f"sampling produced non-finite values (NaN or Inf) in samples {offset + start}.."
                                    f"{offset + stop - 1} (seed {seed}) {first}; nothing was written ({opts})")
         out.append(xb)
+        pbar.update(max(0, (b + 1) * n_steps - pbar.n))  # samplers that skip the callback on a step still end the batch
+    pbar.close()
     if not out:
         return torch.zeros((0, *shape), device=device)
     return torch.cat(out)

@@ -37,8 +37,11 @@ def sample_repaint(D, x, sigmas, *, generator=None, callback=None, guidance=None
             if sigma_next > 0:
                 d_prime = (x_next - denoise(D, x_next, sigma_next, cond)) / sigma_next
                 x_next = x + (sigma_next - sigma) * (0.5 * d_cur + 0.5 * d_prime)
-            report(callback, guidance, i=i, r=r, x=x, sigma=sigma, denoised=denoised, d=d_cur)
-            if r < resample - 1 and sigma_next > 0:
+            last = r == resample - 1 or sigma_next == 0
+            if last:  # one callback per step of the grid, as every sampler (with the resample count)
+                report(callback, guidance, i=i, resampled=r + 1, x=x, sigma=sigma, sigma_hat=sigma, denoised=denoised,
+                       d=d_cur)
+            if not last:
                 # Jump back in noise: the forward process from sigma_next to sigma.
                 x = x_next + math.sqrt(sigma**2 - sigma_next**2) * randn_like(x_next, generator)
             else:

@@ -42,6 +42,7 @@ from difflab.diffusion.losses import BatchShare, objective_from_config
 from difflab.models import build_model, model_shape
 from difflab.sampling.rng import derive_seed, make_generator
 from difflab.training.rundir import RunLog, claim_run_dir
+from difflab.training.tblog import open_log
 from difflab.utils import pick_device
 
 __all__ = ["Trainer", "TrainingDiverged", "as_batch", "pick_device", "train"]
@@ -66,6 +67,7 @@ class Trainer:
         self.cfg, self.rank, self.world_size, self.log = cfg, rank, world_size, log
         self.run_dir = Path(cfg.out)
         self.runlog = RunLog(self.run_dir, enabled=rank == 0)
+        self.tb = None  # TensorBoard view of the log (train.logger), opened in _setup
         self.lock = claim_run_dir(self.run_dir, resume, overwrite, log) if rank == 0 else None
         try:
             self._setup(dataset, resume)
@@ -75,6 +77,7 @@ class Trainer:
 
     def _setup(self, dataset, resume: bool):
         cfg = self.cfg
+        self.tb = open_log(cfg, self.run_dir, enabled=self.rank == 0)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.device = pick_device(cfg.train.device)
@@ -113,6 +116,9 @@ class Trainer:
 
     def close(self):
         """Release the run folder (also done at the end of :meth:`run`, and by the OS if the process dies)."""
+        if getattr(self, "tb", None) is not None:
+            self.tb.close()
+            self.tb = None
         if getattr(self, "lock", None) is not None:
             self.lock.release()
 
@@ -267,6 +273,8 @@ class Trainer:
     # -- logging and previews -----------------------------------------------------------------------------
     def log_event(self, record: dict):
         self.runlog.write(record)
+        if self.tb is not None:
+            self.tb.write(record)
 
     @torch.no_grad()
     def preview(self):
@@ -274,7 +282,7 @@ class Trainer:
             return None
         from difflab.sampling import CHURN_SAMPLERS
         from difflab.sampling.generate import generate
-        from difflab.viz.grids import save_grid
+        from difflab.viz.grids import make_grid, save_grid
 
         cfg, n = self.cfg, self.cfg.sample.n_preview
         cond = {}
@@ -286,8 +294,10 @@ class Trainer:
                      sigma_min=cfg.model.sigma_min, sigma_max=cfg.model.sigma_max, rho=cfg.sample.rho,
                      seed=cfg.seed, cond=cond, device=self.device, **churn)
         nrow = cfg.model.num_classes or None
-        return save_grid(x[:, : cfg.model.channels], self.run_dir / "samples" / f"step-{self.step:08d}.png",
-                         nrow=nrow)
+        path = save_grid(x[:, : cfg.model.channels], self.run_dir / "samples" / f"step-{self.step:08d}.png", nrow=nrow)
+        if self.tb is not None:
+            self.tb.image(make_grid(x[:, : cfg.model.channels], nrow), self.step)
+        return path
 
     def run(self) -> dict:
         cfg = self.cfg
