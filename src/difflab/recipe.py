@@ -36,6 +36,10 @@ RULES: dict[str, tuple[str, dict]] = {
     "init_noise_scale": ("float", dict(lo=0, hi=1e3, lo_open=True)),
     "cfg_weight": ("float", dict(lo=-1e3, hi=1e3)),
     "cg_scale": ("float", dict(lo=-1e6, hi=1e6)),
+    "ag_weight": ("float", dict(lo=-1e3, hi=1e3)),
+    "apg_eta": ("float", dict(lo=-1e3, hi=1e3)),
+    "apg_norm": ("float", dict(lo=0, hi=1e8, lo_open=True)),
+    "apg_momentum": ("float", dict(lo=-0.99, hi=0.99)),
     "pg_weight": ("float", dict(lo=0)),
     "pg_batch": ("int", dict(lo=1, hi=INT32_MAX)),
     "seed": ("int", dict(lo=0, hi=2**63 - 1)),
@@ -44,6 +48,7 @@ RULES: dict[str, tuple[str, dict]] = {
 }
 PG_KERNELS = ("rbf", "iou", "feature")
 PG_VARIANTS = ("paper", "thesis")
+CFG_METHODS = ("cfg", "apg", "cfgpp")
 
 
 def check_field(name: str, value, label: str | None = None):
@@ -61,6 +66,12 @@ class SamplingSpec:
       the model's), the churn of Karras et al. 2022 Algorithm 2 (``S_churn``, ``S_noise``, ``S_tmin``,
       ``S_tmax``; EDM samplers only), ``eta`` (samplers that take it), ``init_noise_scale``.
     - classifier-free guidance: ``cfg_weight`` (None: off), ``cfg_convention`` ('ntnu' or 'ho').
+    - ``cfg_method``: 'cfg', 'apg' (adaptive projected guidance, Sadat et al. 2024: ``apg_eta``, ``apg_norm``,
+      ``apg_momentum``) or 'cfgpp' (CFG++, Chung et al. 2024: ``cfg_weight`` is its lambda); see
+      :mod:`difflab.guidance.projected`.
+    - ``cfg_interval = (lo, hi)``: CFG and autoguidance only for sigma in [lo, hi] (Kynkaanniemi et al. 2024).
+    - autoguidance (Karras et al. 2024): ``autoguidance`` (a guide model: shipped name, run dir, or 'recommended'
+      for the model's shipped guide), ``ag_weight`` (w, 1: off; None: the recommended weight, else 2).
     - classifier guidance: ``cg_model`` (a noise-conditional classifier, shipped name or run dir), ``cg_scale``.
     - particle guidance (Corso et al. 2023): ``pg_weight`` (0: off), ``pg_kernel``, ``pg_features`` (kernel
       'feature'), ``pg_batch`` (particles coupled per group; None: the whole batch), ``pg_variant``.
@@ -82,6 +93,13 @@ class SamplingSpec:
     init_noise_scale: float = 1.0
     cfg_weight: float | None = None
     cfg_convention: str | None = None
+    cfg_method: str = "cfg"
+    cfg_interval: tuple | None = None
+    apg_eta: float = 0.0
+    apg_norm: float | None = None
+    apg_momentum: float = 0.0
+    autoguidance: str | None = None
+    ag_weight: float | None = None
     cg_model: str | None = None
     cg_scale: float = 1.0
     pg_weight: float = 0.0
@@ -131,8 +149,32 @@ class SamplingSpec:
             if self.cfg_convention not in CONVENTIONS:
                 raise ValueError(f"--cfg-convention must be one of {', '.join(CONVENTIONS)}, "
                                  f"got {self.cfg_convention!r}")
+        self._check_guidance2()
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be a name such as 'cpu' or 'cuda:0', got {self.device!r}")
+
+    def _check_guidance2(self):
+        """cfg_method / cfg_interval / APG / autoguidance fields (issue 22)."""
+        if self.cfg_method not in CFG_METHODS:
+            raise ValueError(f"--cfg-method must be one of {', '.join(CFG_METHODS)}, got {self.cfg_method!r}")
+        if self.cfg_method != "cfg" and self.cfg_weight is None:
+            raise ValueError(f"--cfg-method {self.cfg_method} needs --cfg-weight")
+        if self.cfg_method != "apg" and (self.apg_eta or self.apg_norm is not None or self.apg_momentum):
+            raise ValueError("--apg-eta, --apg-norm and --apg-momentum need --cfg-method apg")
+        if self.cfg_interval is not None:
+            from difflab.guidance.cfg import check_window
+
+            iv = self.cfg_interval
+            if isinstance(iv, str) or not hasattr(iv, "__len__") or len(iv) != 2:
+                raise ValueError(f"--cfg-interval must be two sigmas LO,HI, got {iv!r}")
+            object.__setattr__(self, "cfg_interval", check_window(iv, "--cfg-interval"))
+            if self.cfg_weight is None and not self.autoguidance:
+                raise ValueError("--cfg-interval needs --cfg-weight or --autoguidance")
+        if self.autoguidance is not None and (not isinstance(self.autoguidance, str) or not self.autoguidance):
+            raise ValueError(f"--autoguidance must be a model name, run directory or 'recommended', "
+                             f"got {self.autoguidance!r}")
+        if self.ag_weight is not None and not self.autoguidance:
+            raise ValueError("--ag-weight needs --autoguidance")
 
     # -- JSON ----------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -174,12 +216,13 @@ class SamplingSpec:
 
     def guidance(self, D) -> list | None:
         """The guidance objects for model D, innermost first (CFG, classifier guidance, particle guidance)."""
-        from difflab.guidance import ClassifierFreeGuidance, ClassifierGuidance, ParticleGuidance
+        from difflab.guidance import ClassifierGuidance, ParticleGuidance
 
         out = []
         if self.cfg_weight is not None:
-            kw = {"convention": self.cfg_convention} if self.cfg_convention else {}
-            out.append(ClassifierFreeGuidance(weight=self.cfg_weight, **kw))
+            out.append(self._cfg(D))
+        if self.autoguidance:
+            out.append(self._autoguidance(D))
         if self.cg_model:
             from difflab.models import load
 
@@ -198,14 +241,55 @@ class SamplingSpec:
                                         group_size=self.pg_batch, features=features))
         return out or None
 
-    def generate_kwargs(self, D) -> dict:
+    def _cfg(self, D):
+        """CFG, APG or CFG++ (``cfg_method``) with ``cfg_interval`` as its sigma window."""
+        from difflab.guidance import AdaptiveProjectedGuidance, CFGPlusPlus, ClassifierFreeGuidance
+
+        kw = {"convention": self.cfg_convention} if self.cfg_convention else {}
+        kw["sigma_window"] = self.cfg_interval
+        if self.cfg_method == "apg":
+            return AdaptiveProjectedGuidance(self.cfg_weight, eta=self.apg_eta, norm_threshold=self.apg_norm,
+                                             momentum=self.apg_momentum, **kw)
+        if self.cfg_method == "cfgpp":
+            return CFGPlusPlus(self.cfg_weight, sigmas=self.sigmas(D), sigma_window=self.cfg_interval)
+        return ClassifierFreeGuidance(weight=self.cfg_weight, **kw)
+
+    def _autoguidance(self, D):
+        """AutoGuidance with the guide ``autoguidance`` ('recommended': the model's shipped guide)."""
+        from difflab.guidance.autoguidance import DEFAULT_WEIGHT, AutoGuidance, recommended
+        from difflab.models import load
+
+        guide, weight = self.autoguidance, DEFAULT_WEIGHT
+        if guide == "recommended":
+            cfg = getattr(D, "difflab_config", None)
+            rec = recommended(getattr(cfg, "name", None))
+            guide, weight = rec["guide"], rec["weight"]
+        G = load(guide, device=self.device)
+        if getattr(G.difflab_config.model, "task", "diffusion") != "diffusion":
+            raise ValueError(f"--autoguidance {self.autoguidance}: {guide} is not a diffusion model")
+        return AutoGuidance(G, weight=weight if self.ag_weight is None else self.ag_weight,
+                            sigma_window=self.cfg_interval)
+
+    def sigmas(self, D) -> torch.Tensor:
+        """The sampling grid generate() will use for model D (CFG++ needs it)."""
+        from difflab.sampling.base import member
+        from difflab.sampling.schedules import sigma_grid
+
+        kw = self.generate_kwargs(D, guidance=False)
+        if not isinstance(kw["grid"], str):
+            return torch.as_tensor(kw["grid"], dtype=torch.float32)
+        return sigma_grid(kw["grid"], self.steps, kw["sigma_min"], kw["sigma_max"], self.rho,
+                          T=int(member(D, "T", 1000)), beta_schedule=member(D, "beta_schedule", "linear"))
+
+    def generate_kwargs(self, D, guidance: bool = True) -> dict:
         """Keyword arguments of :func:`difflab.sampling.generate` for model D (sigma range defaults to D's)."""
         cfg = getattr(D, "difflab_config", None)
         sigma_min = self.sigma_min if self.sigma_min is not None else (cfg.model.sigma_min if cfg else 0.002)
         sigma_max = self.sigma_max if self.sigma_max is not None else (cfg.model.sigma_max if cfg else 80.0)
         grid = list(self.grid) if isinstance(self.grid, tuple) else self.grid
         return dict(sampler=self.sampler, steps=self.steps, grid=grid, rho=self.rho, sigma_min=sigma_min,
-                    sigma_max=sigma_max, init_noise_scale=self.init_noise_scale, guidance=self.guidance(D),
+                    sigma_max=sigma_max, init_noise_scale=self.init_noise_scale,
+                    guidance=self.guidance(D) if guidance else None,
                     **self.sampler_options())
 
     def class_labels(self, D, n: int) -> torch.Tensor | None:
@@ -256,4 +340,4 @@ def sample(model, spec: SamplingSpec, n: int, cond: dict | None = None, *, offse
     return x, labels
 
 
-__all__ = ["RULES", "SamplingSpec", "check_field", "sample"]
+__all__ = ["CFG_METHODS", "RULES", "SamplingSpec", "check_field", "sample"]

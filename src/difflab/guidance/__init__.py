@@ -7,5 +7,8 @@ from difflab.guidance.base import Guidance
 from difflab.guidance.cfg import ClassifierFreeGuidance
 from difflab.guidance.classifier import ClassifierGuidance
 from difflab.guidance.particle import ParticleGuidance
+from difflab.guidance.autoguidance import AutoGuidance
+from difflab.guidance.projected import AdaptiveProjectedGuidance, CFGPlusPlus
 
 __all__ = ["ClassifierFreeGuidance", "ClassifierGuidance", "Guidance", "ParticleGuidance"]
+__all__ += ["AdaptiveProjectedGuidance", "AutoGuidance", "CFGPlusPlus"]
