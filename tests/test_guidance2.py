@@ -207,3 +207,22 @@ def test_shipped_guide_loads_and_recommended_uses_it():
     x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     out = ag.guide(x, 1.0, class_labels=torch.tensor([3, 7]))
     assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_toy_cfg_drops_shared_modes_and_autoguidance_keeps_them():
+    from difflab.experiments.guidance_toy import make_problem, summarize
+    from difflab.sampling.generate import generate
+
+    good, bad, m0 = make_problem()
+    sig = karras_sigmas(16, 0.002, 10.0).tolist()
+    labels = torch.zeros(600, dtype=torch.long)
+
+    def run(g):
+        x = generate(good, 600, (2,), sampler="heun", grid=sig, seed=0, guidance=g, cond={"class_labels": labels})
+        return summarize(x, m0, 0.06, 3)
+
+    plain, cfg, ag = run(None), run([ClassifierFreeGuidance(3.0)]), run([AutoGuidance(bad, 3.0)])
+    assert abs(plain["shared_mass"] - 0.5) < 0.08 and plain["modes_kept"] == 6
+    assert cfg["shared_mass"] < 0.25 and cfg["modes_kept"] <= 4
+    assert abs(ag["shared_mass"] - 0.5) < 0.08 and ag["modes_kept"] == 6
+    assert ag["mean_dist"] < 0.5 * plain["mean_dist"]  # autoguidance sharpens every mode alike
