@@ -122,19 +122,20 @@ def run(n: int = 4000, steps: int = 32, seed: int = 0, sampler: str = "heun", **
     return out
 
 
-def plot(result: dict, path: str, names=("unguided", "CFG w=3", "APG w=3", "AG w=4")):
+def plot(result: dict, path: str, names=("unguided", "CFG w=3", "APG w=3", "AG w=2")):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     m0, m1 = result["means"]
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4))
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.8))
     for ax, name in zip(axes, names):
         x = result["samples"][name][:2000]
-        ax.scatter(x[:, 0], x[:, 1], s=1.5, alpha=0.4, color="C0")
-        ax.scatter(m0[:, 0], m0[:, 1], marker="+", s=80, color="k", label="class 0 (sampled)")
-        ax.scatter(m1[:, 0], m1[:, 1], marker="x", s=50, color="C3", label="class 1")
+        ax.scatter(x[:, 0], x[:, 1], s=1.5, alpha=0.4, color="C0", zorder=2)
+        ax.scatter(m0[:, 0], m0[:, 1], marker="+", s=60, lw=0.8, color="k", zorder=1,
+                   label="class 0 (sampled)")
+        ax.scatter(m1[:, 0], m1[:, 1], marker="x", s=40, lw=0.8, color="C3", zorder=1, label="class 1")
         r = result["results"][name]
         ax.set_title(f"{name}\nmodes kept {r['modes_kept']}/{len(m0)}, shared mass {r['shared_mass']:.2f}", fontsize=9)
         ax.set_xlim(-1.4, 1.4), ax.set_ylim(-1.4, 1.4), ax.set_aspect("equal"), ax.set_xticks([]), ax.set_yticks([])
