@@ -130,7 +130,7 @@ def plot(result: dict, path: str, names=("unguided", "CFG w=3", "APG w=3", "AG w
 
     m0, m1 = result["means"]
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.8))
-    for ax, name in zip(axes, names):
+    for ax, name in zip(axes, names, strict=True):
         x = result["samples"][name][:2000]
         ax.scatter(x[:, 0], x[:, 1], s=1.5, alpha=0.4, color="C0", zorder=2)
         ax.scatter(m0[:, 0], m0[:, 1], marker="+", s=60, lw=0.8, color="k", zorder=1,
