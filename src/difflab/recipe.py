@@ -259,16 +259,16 @@ class SamplingSpec:
         from difflab.guidance.autoguidance import DEFAULT_WEIGHT, AutoGuidance, recommended
         from difflab.models import load
 
-        guide, weight = self.autoguidance, DEFAULT_WEIGHT
+        guide, weight, window = self.autoguidance, DEFAULT_WEIGHT, self.cfg_interval
         if guide == "recommended":
             cfg = getattr(D, "difflab_config", None)
             rec = recommended(getattr(cfg, "name", None))
             guide, weight = rec["guide"], rec["weight"]
+            window = window or rec.get("interval")
         G = load(guide, device=self.device)
         if getattr(G.difflab_config.model, "task", "diffusion") != "diffusion":
             raise ValueError(f"--autoguidance {self.autoguidance}: {guide} is not a diffusion model")
-        return AutoGuidance(G, weight=weight if self.ag_weight is None else self.ag_weight,
-                            sigma_window=self.cfg_interval)
+        return AutoGuidance(G, weight=weight if self.ag_weight is None else self.ag_weight, sigma_window=window)
 
     def sigmas(self, D) -> torch.Tensor:
         """The sampling grid generate() will use for model D (CFG++ needs it)."""
