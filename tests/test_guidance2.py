@@ -226,3 +226,12 @@ def test_toy_cfg_drops_shared_modes_and_autoguidance_keeps_them():
     assert cfg["shared_mass"] < 0.25 and cfg["modes_kept"] <= 4
     assert abs(ag["shared_mass"] - 0.5) < 0.08 and ag["modes_kept"] == 6
     assert ag["mean_dist"] < 0.5 * plain["mean_dist"]  # autoguidance sharpens every mode alike
+
+
+def test_unconditional_guide_is_the_cond_guide_with_its_null_label():
+    import difflab
+
+    U, C = difflab.load("mnist-uncond-xs"), difflab.load("mnist-cond-xs")
+    assert not U.difflab_config.model.num_classes
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(U(x, 0.8), C(x, 0.8, class_labels=torch.full((3,), 10)), atol=3e-3, rtol=0)
