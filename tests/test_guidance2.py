@@ -235,3 +235,14 @@ def test_unconditional_guide_is_the_cond_guide_with_its_null_label():
     assert not U.difflab_config.model.num_classes
     x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(U(x, 0.8), C(x, 0.8, class_labels=torch.full((3,), 10)), atol=3e-3, rtol=0)
+
+
+def test_recommended_for_mnist_uncond_uses_its_interval():
+    class Named:
+        num_classes = None
+        difflab_config = type("C", (), {"name": "mnist-uncond"})()
+
+    (ag,) = SamplingSpec(autoguidance="recommended").guidance(Named())
+    assert ag.sigma_window == (0.3, 5.0) and ag.weight == 2.0
+    (ag,) = SamplingSpec(autoguidance="recommended", cfg_interval=(0.1, 1.0), ag_weight=3).guidance(Named())
+    assert ag.sigma_window == (0.1, 1.0) and ag.weight == 3.0

@@ -31,6 +31,7 @@ from difflab.utils import append_dims, as_sigma
 # model name -> the shipped guide and its documented setting (docs/results.md, "Guidance beyond CFG").
 RECOMMENDED: dict[str, dict] = {
     "mnist-cond": {"guide": "mnist-cond-xs", "weight": 1.3, "interval": None},
+    "mnist-uncond": {"guide": "mnist-uncond-xs", "weight": 2.0, "interval": (0.3, 5.0)},
 }
 DEFAULT_WEIGHT = 2.0
 
