@@ -103,6 +103,22 @@ def add_sampling_args(p: argparse.ArgumentParser, steps_default=18):
                    help="scale of the starting noise relative to sigma_max (the thesis used 0.1)")
     p.add_argument("--cfg-weight", type=F("cfg_weight"), default=None, help="classifier-free guidance weight w")
     p.add_argument("--cfg-convention", default=None, help="CFG convention: ntnu (default) | ho")
+    p.add_argument("--cfg-method", default="cfg", choices=["cfg", "apg", "cfgpp"],
+                   help="how CFG combines D_c and D_u: cfg | apg (adaptive projected guidance, Sadat et al. 2024) | "
+                        "cfgpp (CFG++, Chung et al. 2024; --cfg-weight is its lambda in [0, 1]; exact with euler)")
+    p.add_argument("--cfg-interval", type=_interval, default=None, metavar="LO,HI",
+                   help="apply CFG and autoguidance only for sigma in [LO, HI] (Kynkaanniemi et al. 2024)")
+    p.add_argument("--apg-eta", type=F("apg_eta"), default=0.0,
+                   help="APG: weight of the component parallel to D_c (0: removed, 1: kept as in CFG)")
+    p.add_argument("--apg-norm", type=F("apg_norm"), default=None,
+                   help="APG: rescale the guidance update to at most this norm per sample (default off)")
+    p.add_argument("--apg-momentum", type=F("apg_momentum"), default=0.0,
+                   help="APG: momentum beta of the update (negative: reverse momentum; default 0, off)")
+    p.add_argument("--autoguidance", default=None, metavar="MODEL|recommended",
+                   help="autoguidance (Karras et al. 2024): guide with a smaller / less-trained model of the same task "
+                        "(shipped name or run dir); 'recommended': the model's shipped guide at its documented weight")
+    p.add_argument("--ag-weight", type=F("ag_weight"), default=None, metavar="W",
+                   help="autoguidance weight w: D_bad + w (D - D_bad); 1 = off (default: the recommended weight, else 2)")
     p.add_argument("--cg-model", default=None, help="noise-conditional classifier (run dir) for classifier guidance")
     p.add_argument("--cg-scale", type=F("cg_scale"), default=1.0, help="classifier guidance scale s")
     p.add_argument("--pg-weight", type=F("pg_weight"), default=0.0, help="particle guidance k_PG")
@@ -136,6 +152,20 @@ def add_sampling_args(p: argparse.ArgumentParser, steps_default=18):
                    "measured in docs/results.md)")
     p.add_argument("--clip-variant", default="noisy",
                    help="noisy (GLIDE: the gradient at x_t) | denoised (through D's estimate)")
+
+
+def _interval(text: str) -> tuple:
+    """'LO,HI' -> (lo, hi) sigmas with 0 <= lo <= hi ('inf' allowed for HI)."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"--cfg-interval must be LO,HI (two sigmas), got {text!r}")
+    try:
+        lo, hi = float(parts[0]), float(parts[1])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--cfg-interval must be LO,HI (two numbers), got {text!r}") from None
+    if not (0 <= lo <= hi) or lo != lo or hi != hi or lo == float("inf"):
+        raise argparse.ArgumentTypeError(f"--cfg-interval must satisfy 0 <= LO <= HI, got {text!r}")
+    return lo, hi
 
 
 def spec_from_args(args) -> SamplingSpec:

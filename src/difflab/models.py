@@ -19,7 +19,7 @@ from difflab.nets.unet import build_unet
 SHIPPED_DIR = Path(__file__).parent / "models"
 SHIPPED = ["mnist-cond", "mnist-uncond", "smmnist-horizontal-0.5", "smmnist-horizontal-0.7",
            "smmnist-horizontal-0.9", "smmnist-circle", "digit-classifier", "digit-features", "mnist-clip",
-           "mnist-clip-eval", "mnist-text"]
+           "mnist-clip-eval", "mnist-text", "mnist-cond-xs", "mnist-uncond-xs"]
 
 
 def image_resolution(cfg: Config) -> int:

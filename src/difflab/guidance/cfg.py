@@ -42,12 +42,7 @@ class ClassifierFreeGuidance(Guidance):
                                        or null_label < 0):
             raise ValueError(f"null_label must be a non-negative integer, got {null_label!r}")
         self.null_label = null_label
-        if sigma_window is not None:
-            lo, hi = (float(v) for v in sigma_window)
-            if not 0 <= lo <= hi:
-                raise ValueError(f"sigma_window must satisfy 0 <= lo <= hi, got {sigma_window!r}")
-            sigma_window = (lo, hi)
-        self.sigma_window = sigma_window
+        self.sigma_window = check_window(sigma_window)
         self.label_key = label_key
 
     @property
@@ -70,31 +65,30 @@ class ClassifierFreeGuidance(Guidance):
     def members(self, D) -> dict:
         return {"num_classes": member(D, "num_classes") or self._null(D)}
 
+    def combine(self, d_c, d_u, sigma_host, sigma):
+        """The guided denoiser from the conditional and unconditional ones: ``a D_c + b D_u``. Subclasses
+        (APG, CFG++ in :mod:`difflab.guidance.projected`) change only this step; ``sigma_host`` is the noise
+        level as a number when the sampler passed one (else None), ``sigma`` the [B] tensor."""
+        a, b = self.coefficients
+        return a * d_c + b * d_u
+
     def apply(self, D, x, sigma, **cond):
         null = self._null(D)
-        a, b = self.coefficients
         # Whether sigma is in the window is decided on the host when the sampler passes a number (no GPU
         # read-back); only a per-sample sigma tensor with a window needs one.
         sigma_host = float(sigma) if isinstance(sigma, (int, float)) else None
         sigma = as_sigma(sigma, x)
         labels = cond.get(self.label_key)
         if labels is None:
-            raise ValueError(f"ClassifierFreeGuidance needs conditional labels ({self.label_key}=...)")
+            raise ValueError(f"{type(self).__name__} needs conditional labels ({self.label_key}=...)")
         labels = torch.as_tensor(labels, device=x.device)
         if labels.ndim == 0:
             labels = labels.expand(x.shape[0])
         B = x.shape[0]
-        active = None  # None: every sample is guided
-        if self.sigma_window is not None:
-            lo, hi = self.sigma_window
-            if sigma_host is not None:
-                inside = lo <= sigma_host <= hi
-            else:
-                active = (sigma >= lo) & (sigma <= hi)
-                inside = bool(active.any())
-            if not inside:
-                self.last_info = {"cfg_active": 0.0}
-                return D(x, sigma, **{**cond, self.label_key: labels})
+        inside, active = window_mask(self.sigma_window, sigma_host, sigma)
+        if not inside:
+            self.last_info = {"cfg_active": 0.0}
+            return D(x, sigma, **{**cond, self.label_key: labels})
         if labels.ndim == 1:
             uncond = torch.full_like(labels, null)
         else:
@@ -107,9 +101,33 @@ class ClassifierFreeGuidance(Guidance):
         both[self.label_key] = torch.cat([labels, uncond])
         out = D(torch.cat([x, x]), torch.cat([sigma, sigma]), **both)
         d_c, d_u = out[:B], out[B:]
-        guided = a * d_c + b * d_u
+        guided = self.combine(d_c, d_u, sigma_host, sigma)
         if active is None:
             self.last_info = {"cfg_active": 1.0}
             return guided
         self.last_info = {"cfg_active": active.float().mean()}
         return torch.where(append_dims(active, x.ndim), guided, d_c)
+
+
+def check_window(window, name: str = "sigma_window"):
+    """``(lo, hi)`` as floats with ``0 <= lo <= hi`` (``hi`` may be inf), or None."""
+    if window is None:
+        return None
+    lo, hi = (float(v) for v in window)
+    if not 0 <= lo <= hi:
+        raise ValueError(f"{name} must satisfy 0 <= lo <= hi, got {window!r}")
+    return lo, hi
+
+
+def window_mask(window, sigma_host, sigma):
+    """Is a guidance active at this noise level (Kynkaanniemi et al. 2024: guidance only for sigma in
+    [lo, hi])? Returns ``(inside, active)``: ``inside`` False means no sample is guided; ``active`` is None when
+    every sample is, else a [B] bool mask (only a per-sample sigma tensor with a window gives one; a number from
+    the sampler is decided on the host without a device read-back)."""
+    if window is None:
+        return True, None
+    lo, hi = window
+    if sigma_host is not None:
+        return lo <= sigma_host <= hi, None
+    active = (sigma >= lo) & (sigma <= hi)
+    return bool(active.any()), active

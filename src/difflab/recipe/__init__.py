@@ -19,44 +19,19 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
-from difflab.utils import INT32_MAX, check_float, check_int
-
-# field -> (kind, keyword arguments of difflab.utils.check_int / check_float). One table behind the CLI's flag
-# parsers and SamplingSpec's own validation.
-RULES: dict[str, tuple[str, dict]] = {
-    "steps": ("int", dict(lo=1, hi=INT32_MAX)),
-    "rho": ("float", dict(lo=0, hi=1e3, lo_open=True)),
-    "sigma_min": ("float", dict(lo=0, hi=1e8, lo_open=True)),
-    "sigma_max": ("float", dict(lo=0, hi=1e8, lo_open=True)),
-    "S_churn": ("float", dict(lo=0)),
-    "S_noise": ("float", dict(lo=0, hi=1e3)),
-    "S_tmin": ("float", dict(lo=0)),
-    "S_tmax": ("float", dict(lo=0, allow_inf=True)),
-    "eta": ("float", dict(lo=0, hi=100)),
-    "order": ("int", dict(lo=1, hi=4)),
-    "init_noise_scale": ("float", dict(lo=0, hi=1e3, lo_open=True)),
-    "cfg_weight": ("float", dict(lo=-1e3, hi=1e3)),
-    "cg_scale": ("float", dict(lo=-1e6, hi=1e6)),
-    "pg_weight": ("float", dict(lo=0)),
-    "pg_batch": ("int", dict(lo=1, hi=INT32_MAX)),
-    "diversity_strength": ("float", dict(lo=0, hi=1e6)),
-    "group_size": ("int", dict(lo=1, hi=INT32_MAX)),
-    "seed": ("int", dict(lo=0, hi=2**63 - 1)),
-    "batch_size": ("int", dict(lo=1, hi=INT32_MAX)),
-    "label": ("int", dict(lo=0, hi=100000)),
-    "inpaint_offset": ("int", dict(lo=0, hi=INT32_MAX)),
-    "resample": ("int", dict(lo=1, hi=1000)),
-    "clip_scale": ("float", dict(lo=-1e6, hi=1e6)),
-}
-CLIP_SCALE = 64.0  # the default --clip-scale: 96% digit agreement on mnist-uncond (docs/results.md, text section)
-PG_KERNELS = ("rbf", "iou", "feature")
-PG_VARIANTS = ("paper", "thesis")
-
-
-def check_field(name: str, value, label: str | None = None):
-    """Validate one numeric field of :data:`RULES`; errors name ``label`` (e.g. the CLI flag) or the field."""
-    kind, kw = RULES[name]
-    return (check_int if kind == "int" else check_float)(label or name, value, **kw)
+from difflab.recipe.rules import (  # noqa: F401  (re-exported: the CLI builds its flag parsers from RULES)
+    CFG_METHODS,
+    CLIP_SCALE,
+    PG_KERNELS,
+    PG_VARIANTS,
+    RULES,
+    SAMPLER_OPTIONS,
+    _names,
+    _parameters,
+    check_field,
+    prompt_tokens,
+    read_grid,
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +48,12 @@ class SamplingSpec:
       the SDE samplers), ``order`` (lms, deis, ipndm, unipc), ``variant`` (unipc: bh1 | bh2), ``noise`` (the SDE
       samplers: 'brownian' for a Brownian tree, needs torchsde).
     - classifier-free guidance: ``cfg_weight`` (None: off), ``cfg_convention`` ('ntnu' or 'ho').
+    - ``cfg_method``: 'cfg', 'apg' (adaptive projected guidance, Sadat et al. 2024: ``apg_eta``, ``apg_norm``,
+      ``apg_momentum``) or 'cfgpp' (CFG++, Chung et al. 2024: ``cfg_weight`` is its lambda); see
+      :mod:`difflab.guidance.projected`.
+    - ``cfg_interval = (lo, hi)``: CFG and autoguidance only for sigma in [lo, hi] (Kynkaanniemi et al. 2024).
+    - autoguidance (Karras et al. 2024): ``autoguidance`` (a guide model: shipped name, run dir, or 'recommended'
+      for the model's shipped guide), ``ag_weight`` (w, 1: off; None: the recommended weight, else 2).
     - classifier guidance: ``cg_model`` (a noise-conditional classifier, shipped name or run dir), ``cg_scale``.
     - particle guidance (Corso et al. 2023): ``pg_weight`` (0: off), ``pg_kernel``, ``pg_features`` (kernel
       'feature'), ``pg_batch`` (particles coupled per group; None: the whole batch), ``pg_variant``.
@@ -109,6 +90,13 @@ class SamplingSpec:
     init_noise_scale: float = 1.0
     cfg_weight: float | None = None
     cfg_convention: str | None = None
+    cfg_method: str = "cfg"
+    cfg_interval: tuple | None = None
+    apg_eta: float = 0.0
+    apg_norm: float | None = None
+    apg_momentum: float = 0.0
+    autoguidance: str | None = None
+    ag_weight: float | None = None
     cg_model: str | None = None
     cg_scale: float = 1.0
     pg_weight: float = 0.0
@@ -193,8 +181,32 @@ class SamplingSpec:
             raise ValueError(f"--clip-variant must be noisy or denoised, got {self.clip_variant!r}")
         if self.clip_model and not self.clip_guidance:
             raise ValueError("--clip-model needs --clip-guidance TEXT")
+        self._check_guidance2()
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device must be a name such as 'cpu' or 'cuda:0', got {self.device!r}")
+
+    def _check_guidance2(self):
+        """cfg_method / cfg_interval / APG / autoguidance fields (issue 22)."""
+        if self.cfg_method not in CFG_METHODS:
+            raise ValueError(f"--cfg-method must be one of {', '.join(CFG_METHODS)}, got {self.cfg_method!r}")
+        if self.cfg_method != "cfg" and self.cfg_weight is None:
+            raise ValueError(f"--cfg-method {self.cfg_method} needs --cfg-weight")
+        if self.cfg_method != "apg" and (self.apg_eta or self.apg_norm is not None or self.apg_momentum):
+            raise ValueError("--apg-eta, --apg-norm and --apg-momentum need --cfg-method apg")
+        if self.cfg_interval is not None:
+            from difflab.guidance.cfg import check_window
+
+            iv = self.cfg_interval
+            if isinstance(iv, str) or not hasattr(iv, "__len__") or len(iv) != 2:
+                raise ValueError(f"--cfg-interval must be two sigmas LO,HI, got {iv!r}")
+            object.__setattr__(self, "cfg_interval", check_window(iv, "--cfg-interval"))
+            if self.cfg_weight is None and not self.autoguidance:
+                raise ValueError("--cfg-interval needs --cfg-weight or --autoguidance")
+        if self.autoguidance is not None and (not isinstance(self.autoguidance, str) or not self.autoguidance):
+            raise ValueError(f"--autoguidance must be a model name, run directory or 'recommended', "
+                             f"got {self.autoguidance!r}")
+        if self.ag_weight is not None and not self.autoguidance:
+            raise ValueError("--ag-weight needs --autoguidance")
 
     # -- JSON ----------------------------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -237,14 +249,13 @@ class SamplingSpec:
 
     def guidance(self, D) -> list | None:
         """The guidance objects for model D, innermost first (CFG, classifier guidance, particle guidance)."""
-        from difflab.guidance import ClassifierFreeGuidance, ClassifierGuidance, ParticleGuidance
+        from difflab.guidance import ClassifierGuidance, ParticleGuidance
 
         out = []
         if self.cfg_weight is not None:
-            kw = {"convention": self.cfg_convention} if self.cfg_convention else {}
-            if self.prompt:  # CFG on the text: the null condition is "no text" (a row of padding)
-                kw.update(label_key="text_tokens", null_label=0)
-            out.append(ClassifierFreeGuidance(weight=self.cfg_weight, **kw))
+            out.append(self._cfg(D))
+        if self.autoguidance:
+            out.append(self._autoguidance(D))
         if self.cg_model:
             from difflab.models import load
 
@@ -312,14 +323,57 @@ class SamplingSpec:
         regen = make_mask(self.inpaint_mask, n, tuple(x0.shape[-2:]), seed=self.seed, offset=start)
         return {"inpaint_x0": x0.to(self.device), "inpaint_keep": (1 - regen).to(self.device)}, y.long()
 
-    def generate_kwargs(self, D) -> dict:
+    def _cfg(self, D):
+        """CFG, APG or CFG++ (``cfg_method``) with ``cfg_interval`` as its sigma window."""
+        from difflab.guidance import AdaptiveProjectedGuidance, CFGPlusPlus, ClassifierFreeGuidance
+
+        kw = {"convention": self.cfg_convention} if self.cfg_convention else {}
+        kw["sigma_window"] = self.cfg_interval
+        if self.prompt:  # CFG on the text: the null condition is "no text" (a row of padding)
+            kw.update(label_key="text_tokens", null_label=0)
+        if self.cfg_method == "apg":
+            return AdaptiveProjectedGuidance(self.cfg_weight, eta=self.apg_eta, norm_threshold=self.apg_norm,
+                                             momentum=self.apg_momentum, **kw)
+        if self.cfg_method == "cfgpp":
+            return CFGPlusPlus(self.cfg_weight, sigmas=self.sigmas(D), **{k: v for k, v in kw.items() if k != "convention"})
+        return ClassifierFreeGuidance(weight=self.cfg_weight, **kw)
+
+    def _autoguidance(self, D):
+        """AutoGuidance with the guide ``autoguidance`` ('recommended': the model's shipped guide)."""
+        from difflab.guidance.autoguidance import DEFAULT_WEIGHT, AutoGuidance, recommended
+        from difflab.models import load
+
+        guide, weight, window = self.autoguidance, DEFAULT_WEIGHT, self.cfg_interval
+        if guide == "recommended":
+            cfg = getattr(D, "difflab_config", None)
+            rec = recommended(getattr(cfg, "name", None))
+            guide, weight = rec["guide"], rec["weight"]
+            window = window or rec.get("interval")
+        G = load(guide, device=self.device)
+        if getattr(G.difflab_config.model, "task", "diffusion") != "diffusion":
+            raise ValueError(f"--autoguidance {self.autoguidance}: {guide} is not a diffusion model")
+        return AutoGuidance(G, weight=weight if self.ag_weight is None else self.ag_weight, sigma_window=window)
+
+    def sigmas(self, D) -> torch.Tensor:
+        """The sampling grid generate() will use for model D (CFG++ needs it)."""
+        from difflab.sampling.base import member
+        from difflab.sampling.schedules import sigma_grid
+
+        kw = self.generate_kwargs(D, guidance=False)
+        if not isinstance(kw["grid"], str):
+            return torch.as_tensor(kw["grid"], dtype=torch.float32)
+        return sigma_grid(kw["grid"], self.steps, kw["sigma_min"], kw["sigma_max"], self.rho,
+                          T=int(member(D, "T", 1000)), beta_schedule=member(D, "beta_schedule", "linear"))
+
+    def generate_kwargs(self, D, guidance: bool = True) -> dict:
         """Keyword arguments of :func:`difflab.sampling.generate` for model D (sigma range defaults to D's)."""
         cfg = getattr(D, "difflab_config", None)
         sigma_min = self.sigma_min if self.sigma_min is not None else (cfg.model.sigma_min if cfg else 0.002)
         sigma_max = self.sigma_max if self.sigma_max is not None else (cfg.model.sigma_max if cfg else 80.0)
         grid = list(self.grid) if isinstance(self.grid, tuple) else self.grid
         return dict(sampler=self.sampler, steps=self.steps, grid=grid, rho=self.rho, sigma_min=sigma_min,
-                    sigma_max=sigma_max, init_noise_scale=self.init_noise_scale, guidance=self.guidance(D),
+                    sigma_max=sigma_max, init_noise_scale=self.init_noise_scale,
+                    guidance=self.guidance(D) if guidance else None,
                     **self.sampler_options())
 
     def class_labels(self, D, n: int, offset: int = 0) -> torch.Tensor | None:
@@ -338,45 +392,6 @@ class SamplingSpec:
                 raise ValueError(f"--label must be in [0, {k - 1}], got {self.label}")
             return torch.full((n,), self.label, dtype=torch.long, device=self.device)
         return torch.arange(offset, offset + n, device=self.device) % k
-
-
-def read_grid(path: str) -> tuple:
-    """The sigmas of a grid file written by ``difflab schedule`` (JSON ``{"sigmas": [...]}`` or a bare list)."""
-    import json
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.is_file():
-        raise ValueError(f"--grid {path}: no such grid file (write one with `difflab schedule MODEL --nfe N --out {path}`)")
-    try:
-        data = json.loads(p.read_text())
-        sigmas = data["sigmas"] if isinstance(data, dict) else data
-        return tuple(float(v) for v in sigmas)
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"--grid {path}: not a grid file ({type(e).__name__}: {e})") from None
-
-
-SAMPLER_OPTIONS = ("eta", "order", "variant", "noise", "resample")  # passed to the samplers whose signature names them
-
-
-def _names(names) -> str:
-    names = list(names)
-    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-
-
-def _parameters(fn) -> set:
-    import inspect
-
-    return set(inspect.signature(fn).parameters)
-
-
-def prompt_tokens(D, prompt: str, device="cpu") -> torch.Tensor:
-    """The token ids [1, L] of a prompt for a text-conditional denoiser (its network's ``tokenize``)."""
-    net = getattr(D, "net", None)
-    if not hasattr(net, "tokenize"):
-        raise ValueError(f"--prompt needs a text-conditional model (e.g. mnist-text); "
-                         f"{getattr(D, 'difflab_path', 'this model')} is not one")
-    return net.tokenize(prompt).to(device)
 
 
 def sample(model, spec: SamplingSpec, n: int, cond: dict | None = None, *, offset: int = 0, callback=None):
@@ -412,4 +427,4 @@ def sample(model, spec: SamplingSpec, n: int, cond: dict | None = None, *, offse
     return x, labels
 
 
-__all__ = ["RULES", "SamplingSpec", "check_field", "sample"]
+__all__ = ["CFG_METHODS", "RULES", "SamplingSpec", "check_field", "sample"]
