@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
+from difflab.config import DIFFUSION_TASKS
 from difflab.utils import INT32_MAX, check_float, check_int
 
 # field -> (kind, keyword arguments of difflab.utils.check_int / check_float). One table behind the CLI's flag
@@ -320,7 +321,7 @@ def sample(model, spec: SamplingSpec, n: int, cond: dict | None = None, *, offse
 
     D = load(model, device=spec.device, compile=spec.compile) if isinstance(model, str) else model
     cfg = getattr(D, "difflab_config", None)
-    if cfg is not None and cfg.model.task != "diffusion":
+    if cfg is not None and cfg.model.task not in DIFFUSION_TASKS:
         raise ValueError(f"{getattr(D, 'difflab_path', model)} is a {cfg.model.task}, not a diffusion model")
     cond = dict(cond or {})
     if spec.inpaint:  # the images to complete; a class-conditional model completes each with its true label
@@ -337,7 +338,32 @@ def sample(model, spec: SamplingSpec, n: int, cond: dict | None = None, *, offse
             cond["class_labels"] = labels
     x = generate(D, n, model_shape(D), seed=spec.seed, offset=offset, cond=cond, callback=callback,
                  batch_size=spec.batch_size, device=spec.device, **spec.generate_kwargs(D))
-    return x, labels
+    return decode(D, x, spec, cond, offset), labels
 
 
-__all__ = ["RULES", "SamplingSpec", "check_field", "sample"]
+def decode(D, x, spec: SamplingSpec, cond: dict, offset: int = 0) -> torch.Tensor:
+    """Samples of a model with the Denoiser protocol's ``decode`` member (latent diffusion, cascades) as images;
+    x itself otherwise. A stage that samples (a cascade's super-resolution model) runs with ``spec``'s sampler
+    and guidance; its noise, and the conditioning augmentation's, come from per-sample generators seeded
+    ``(derive_seed(spec.seed, 1 or 2), offset + k)``, so sample k stays independent of the batching."""
+    from difflab.sampling.base import member
+    from difflab.sampling.generate import generate
+    from difflab.sampling.rng import derive_seed, make_generators, randn
+
+    dec = member(D, "decode")
+    if dec is None:
+        return x
+    n = x.shape[0]
+
+    def sample(stage, shape, stage_cond):
+        return generate(stage, n, shape, seed=derive_seed(spec.seed, 1), offset=offset, cond=stage_cond,
+                        batch_size=spec.batch_size, device=spec.device, **spec.generate_kwargs(stage))
+
+    def noise(shape):
+        gens = make_generators(derive_seed(spec.seed, 2), n, offset, device="cuda" if x.is_cuda else "cpu")
+        return randn(shape, generator=gens, device=x.device)
+
+    return dec(x, cond=cond, sample=sample, noise=noise)
+
+
+__all__ = ["RULES", "SamplingSpec", "check_field", "decode", "sample"]
