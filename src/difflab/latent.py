@@ -74,7 +74,7 @@ def reconstruction_report(vae, data: str = "mnist:test", n: int = 10000, batch_s
     from difflab.data import get_dataset
     from difflab.eval.run import evaluate_images
 
-    ae = load(vae) if isinstance(vae, (str, Path)) else vae
+    ae = load(vae, ema=False) if isinstance(vae, (str, Path)) else vae  # the weights a latent model uses
     x, _ = get_dataset(data, limit=n).as_tensors()
     rec = torch.cat([ae(x[i:i + batch_size])[0].clamp(-1, 1) for i in range(0, x.shape[0], batch_size)])
     mse = float(((rec - x) ** 2).mean())

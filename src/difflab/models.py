@@ -71,12 +71,12 @@ def _codec_section(cfg: Config) -> dict:
 
 
 def _autoencoder(cfg: Config) -> AutoEncoder:
-    """The first stage of a latent model; with ``model.autoencoder`` a run, its (EMA) weights are loaded."""
+    """The first stage of a latent model; with ``model.autoencoder`` a run, its trained weights (not the EMA:
+    first stages use none in the LDM code, and a short run's EMA still holds much of the initialisation)."""
     ae = build_model(_with_model(cfg, _codec_section(cfg)))
     if not cfg.model.codec:
         data = load_checkpoint(resolve(cfg.model.autoencoder))
-        part = "ema" if data["ema"] is not None else "model"
-        load_into(ae, data[part], data["path"] / f"{part}.safetensors", "the autoencoder")
+        load_into(ae, data["model"], data["path"] / "model.safetensors", "the autoencoder")
     return ae
 
 
