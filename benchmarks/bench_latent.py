@@ -23,7 +23,6 @@ import sys
 import time
 
 import torch
-
 from common import parser, write_json
 
 from difflab.eval.run import evaluate_images

@@ -1,10 +1,16 @@
 """mnist-latent / mnist-cascade with classifier-free guidance: IS and classifier-FID at n = 500 (Heun 18 steps).
     python benchmarks/bench_latent_cfg.py mnist-latent,mnist-cascade OUT.json"""
-import json, sys, torch
-torch.set_num_threads(1)
+import json
+import sys
+
+import torch
+
+from difflab.eval.run import evaluate_images
 from difflab.models import load
 from difflab.recipe import SamplingSpec, sample
-from difflab.eval.run import evaluate_images
+
+torch.set_num_threads(1)
+
 out = []
 for name in sys.argv[1].split(","):
     D = load(name)

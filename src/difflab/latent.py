@@ -20,9 +20,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from difflab.checkpoint import load_checkpoint
+from difflab.config import from_dict
 from difflab.export import export_shipped
 from difflab.models import codec_config, load, resolve
-from difflab.config import from_dict
 
 
 def _rewrite(dest: Path, config: dict, extra_state: dict | None = None):
