@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from difflab.config import DIFFUSION_TASKS
 from difflab.recipe import SamplingSpec
 from difflab.utils import check_output_path, write_json
 
@@ -49,8 +50,8 @@ def sample(args, spec: SamplingSpec):
         raise ValueError(f"--trajectory {args.trajectory}: is a file; give a folder")
     D = load(args.model, device=spec.device, compile=spec.compile)
     cfg = D.difflab_config
-    if cfg.model.task != "diffusion":
-        raise ValueError(f"{args.model} is a classifier, not a diffusion model")
+    if cfg.model.task not in DIFFUSION_TASKS:
+        raise ValueError(f"{args.model} is a {cfg.model.task}, not a diffusion model")
     if cfg.data.cond_frames:
         from difflab.experiments.motion import sample_next_frames
 

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 CONFIG_VERSION = 1
+DIFFUSION_TASKS = ("diffusion", "latent", "superres", "cascade")  # tasks whose model is a denoiser D
 
 
 class ConfigError(ValueError):
@@ -95,7 +96,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    task: str = "diffusion"        # diffusion | classifier | noisy_classifier | clip (contrastive text-image)
+    task: str = "diffusion"        # diffusion | classifier | noisy_classifier | clip | vae | latent | superres | cascade
     preset: str = "small"          # tiny | mini | small | base | ntnu (networks); resnet (classifiers)
     precond: str = "edm"           # edm | vp_eps | v | ve
     sigma_data: float = 0.5
@@ -106,13 +107,20 @@ class ModelConfig:
     num_classes: int = 0           # > 0: class-conditional (labels + null label)
     channels: int = 1
     net: dict = field(default_factory=dict)   # network field overrides, e.g. {model_channels: 48}
+    # latent / cascade models (difflab.nets.latent); vae: the autoencoder (difflab.nets.vae, net = its fields)
+    autoencoder: str | None = None  # latent: 'pool' (a cascade's low-resolution base) or a VAE run / checkpoint
+    factor: int = 2                 # 'pool' and superres: the downsampling factor
+    codec: dict = field(default_factory=dict)  # latent: the VAE's model section; cascade: the SR model's
+    aug_sigma: float = 0.0          # superres / cascade: Gaussian conditioning augmentation level at sampling
+    aug_max: float = 0.0            # superres: training augmentation levels ~ U(0, aug_max)
 
 
 @dataclass
 class LossConfig:
-    name: str = "edm"              # edm | eps_mse | eps_l1 | ce (classifiers)
+    name: str = "edm"              # edm | eps_mse | eps_l1 | ce (classifiers) | vae (autoencoders)
     P_mean: float = -1.2
     P_std: float = 1.2
+    kl_weight: float = 1.0e-4      # vae: weight of the KL term (per latent element) against the pixel MSE
 
 
 @dataclass
@@ -172,10 +180,10 @@ SECTIONS = {"data": DataConfig, "model": ModelConfig, "loss": LossConfig, "train
 TOP = {f.name for f in fields(Config)} - set(SECTIONS)
 
 CHOICES = {
-    ("model", "task"): {"diffusion", "classifier", "noisy_classifier", "clip"},
+    ("model", "task"): {"diffusion", "classifier", "noisy_classifier", "clip", "vae", "latent", "superres", "cascade"},
     ("model", "precond"): {"edm", "vp_eps", "v", "ve"},
     ("model", "beta_schedule"): {"linear", "cosine"},
-    ("loss", "name"): {"edm", "eps_mse", "eps_l1", "ce", "infonce"},
+    ("loss", "name"): {"edm", "eps_mse", "eps_l1", "ce", "infonce", "vae"},
     ("train", "device"): {"auto", "cpu", "cuda"},
     ("data", "split"): {"train", "test"},
     ("data", "size"): {28, 32},
@@ -190,7 +198,9 @@ RANGES = {
     ("train", "weight_decay"): (0, 10), ("train", "threads"): (1, 1024), ("train", "time_budget_s"): (0, 1e9),
     ("model", "sigma_data"): (1e-6, 1e6), ("model", "sigma_min"): (1e-8, 1e6), ("model", "sigma_max"): (1e-6, 1e8),
     ("model", "T"): (2, 10**6), ("model", "num_classes"): (0, 100000), ("model", "channels"): (1, 64),
-    ("loss", "P_std"): (1e-6, 100), ("data", "p_right"): (0, 1), ("data", "cond_frames"): (0, 64),
+    ("loss", "P_std"): (1e-6, 100), ("loss", "kl_weight"): (0, 1e6), ("model", "factor"): (1, 64),
+    ("model", "aug_sigma"): (0, 1e6), ("model", "aug_max"): (0, 1e6), ("data", "p_right"): (0, 1),
+    ("data", "cond_frames"): (0, 64),
     ("data", "pred_frames"): (1, 64), ("data", "seq_len"): (2, 10**4), ("data", "limit"): (1, 10**9),
     ("sample", "steps"): (1, 10**5), ("sample", "S_churn"): (0, 1e6), ("sample", "rho"): (1e-3, 1e3),
     ("sample", "n_preview"): (1, 10**4), ("seed", None): (0, 2**63 - 1),
@@ -295,11 +305,14 @@ def validate(cfg: Config):
         raise ConfigError(f"config version {cfg.version} is not supported (this difflab reads version {CONFIG_VERSION})")
     if cfg.model.sigma_min >= cfg.model.sigma_max:
         raise ConfigError(f"model.sigma_min ({cfg.model.sigma_min}) must be < model.sigma_max ({cfg.model.sigma_max})")
-    if cfg.model.task == "diffusion" and cfg.loss.name in ("ce", "infonce"):
-        raise ConfigError(f"loss.name {cfg.loss.name!r} is not a diffusion loss; use edm, eps_mse or eps_l1")
-    need = "infonce" if cfg.model.task == "clip" else "ce"
-    if cfg.model.task != "diffusion" and cfg.loss.name != need:
-        raise ConfigError(f"model.task {cfg.model.task!r} trains with loss.name {need!r}")
+    task, loss = cfg.model.task, cfg.loss.name
+    if task in DIFFUSION_TASKS and loss in ("ce", "vae", "infonce"):
+        raise ConfigError(f"loss.name {loss!r} is not a diffusion loss; use edm, eps_mse or eps_l1")
+    need = {"vae": "vae", "clip": "infonce"}.get(task, "ce")
+    if task not in DIFFUSION_TASKS and loss != need:
+        raise ConfigError(f"model.task {task!r} trains with loss.name {need!r}")
+    if task == "latent" and not (cfg.model.autoencoder or cfg.model.codec):
+        raise ConfigError("model.task 'latent' needs model.autoencoder ('pool' or a VAE run directory)")
     loggers = [x.strip() for x in cfg.train.logger.split(",")]
     if not loggers or any(x not in LOGGERS for x in loggers):
         raise ConfigError(f"train.logger must be jsonl, tensorboard or both (jsonl,tensorboard), got {cfg.train.logger!r}")

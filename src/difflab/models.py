@@ -3,23 +3,27 @@ and embedding loaders the evaluation and guidance code share (moved here from di
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import sys
 from pathlib import Path
 
 import torch
 
 from difflab.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_into, read_tensors
-from difflab.config import Config, ConfigError, from_dict
+from difflab.config import DIFFUSION_TASKS, Config, ConfigError, ModelConfig, from_dict
 from difflab.diffusion.precond import make_precond
 from difflab.nets.classifier import DigitClassifier
+from difflab.nets.latent import LatentDiffusion, PoolCodec, SRCodec, SuperResolution, VAECodec
 from difflab.nets.text import ContrastiveModel, TextUNet
 from difflab.nets.unet import build_unet
+from difflab.nets.vae import AutoEncoder
 
 SHIPPED_DIR = Path(__file__).parent / "models"
 SHIPPED = ["mnist-cond", "mnist-uncond", "smmnist-horizontal-0.5", "smmnist-horizontal-0.7",
            "smmnist-horizontal-0.9", "smmnist-circle", "digit-classifier", "digit-features", "mnist-clip",
-           "mnist-clip-eval", "mnist-text", "mnist-cond-xs", "mnist-uncond-xs"]
+           "mnist-clip-eval", "mnist-text", "mnist-cond-xs", "mnist-uncond-xs", "mnist-latent", "mnist-cascade"]
 
 
 def image_resolution(cfg: Config) -> int:
@@ -28,7 +32,8 @@ def image_resolution(cfg: Config) -> int:
 
 def build_model(cfg: Config) -> torch.nn.Module:
     """A diffusion denoiser D (a Precond wrapping a U-Net; ``model.net.text`` = {dim, layers}: a text-conditional
-    :class:`TextUNet`), a classifier or a contrastive text-image model (``task: clip``), from the config."""
+    :class:`TextUNet`), a classifier, a contrastive text-image model (``task: clip``), an autoencoder (``vae``), or a
+    latent / super-resolution / cascade model (difflab.nets.latent), from the config."""
     m = cfg.model
     if m.task == "clip":
         return ContrastiveModel(sigma_data=m.sigma_data, **m.net)
@@ -36,14 +41,66 @@ def build_model(cfg: Config) -> torch.nn.Module:
         return DigitClassifier(num_classes=m.num_classes or 10, in_channels=m.channels,
                                noise_conditional=m.task == "noisy_classifier", sigma_data=m.sigma_data,
                                **m.net)
-    cond_channels = cfg.data.cond_frames * m.channels
-    out_channels = m.channels * cfg.data.pred_frames
+    if m.task == "vae":
+        return AutoEncoder(in_channels=m.channels, img_resolution=cfg.data.size, **m.net)
+    if m.task in ("latent", "cascade"):
+        shape = model_shape(cfg)
+        if m.task == "cascade":
+            codec = SRCodec(build_model(_with_model(cfg, m.codec)), aug_sigma=m.aug_sigma, size=cfg.data.size)
+        elif m.autoencoder == "pool":
+            codec = PoolCodec(m.factor, cfg.data.size)
+        else:
+            codec = VAECodec(_autoencoder(cfg))
+        return LatentDiffusion(_denoiser(cfg, shape[0], shape[-1]), codec, shape)
+    if m.task == "superres":
+        return SuperResolution(_denoiser(cfg, m.channels, cfg.data.size, cond_channels=2 * m.channels), m.factor,
+                               m.aug_max)
+    return _denoiser(cfg, m.channels * cfg.data.pred_frames, image_resolution(cfg),
+                     cond_channels=cfg.data.cond_frames * m.channels)
+
+
+def _with_model(cfg: Config, section: dict) -> Config:
+    """``cfg`` with its model section replaced (a stage of a latent model or cascade)."""
+    try:
+        return dataclasses.replace(cfg, model=ModelConfig(**section))
+    except TypeError as e:
+        raise ConfigError(f"model.codec is not a model section: {e}") from None
+
+
+def _codec_section(cfg: Config) -> dict:
+    """The VAE's model section: ``model.codec``, else the config of the ``model.autoencoder`` run."""
+    if cfg.model.codec:
+        return cfg.model.codec
+    return json.loads((resolve(cfg.model.autoencoder) / "config.json").read_text())["model"]
+
+
+def _autoencoder(cfg: Config) -> AutoEncoder:
+    """The first stage of a latent model; with ``model.autoencoder`` a run, its trained weights (not the EMA:
+    first stages use none in the LDM code, and a short run's EMA still holds much of the initialisation)."""
+    ae = build_model(_with_model(cfg, _codec_section(cfg)))
+    if not cfg.model.codec:
+        data = load_checkpoint(resolve(cfg.model.autoencoder))
+        load_into(ae, data["model"], data["path"] / "model.safetensors", "the autoencoder")
+    return ae
+
+
+def codec_config(cfg: Config) -> dict:
+    """A latent model's config as a dict with the VAE's model section copied into ``model.codec`` (so that the
+    model builds without the VAE run: shipped models)."""
+    d = cfg.to_dict()
+    if cfg.model.task == "latent" and cfg.model.autoencoder != "pool":
+        d["model"]["codec"], d["model"]["autoencoder"] = _codec_section(cfg), None
+    return d
+
+
+def _denoiser(cfg: Config, channels: int, resolution: int, cond_channels: int = 0) -> torch.nn.Module:
+    m = cfg.model
     net_kw = dict(m.net)
     text = net_kw.pop("text", None)
-    kw = dict(in_channels=out_channels, out_channels=out_channels, cond_channels=cond_channels,
+    kw = dict(in_channels=channels, out_channels=channels, cond_channels=cond_channels,
               num_classes=m.num_classes, **net_kw)
     if m.preset != "ntnu":
-        kw["img_resolution"] = image_resolution(cfg)
+        kw["img_resolution"] = resolution
     net = build_unet(m.preset, **kw)
     if text is not None:
         net = TextUNet(net, **text)
@@ -114,7 +171,25 @@ def load(model: str | Path, ema: bool = True, device="cpu", dtype=torch.float32,
 
 def model_shape(D) -> tuple:
     """The per-sample shape ``(C * P, H, W)`` a loaded diffusion model D (or a Config) generates (P predicted
-    frames of C channels; P = 1 for images)."""
+    frames of C channels; P = 1 for images); for a latent model or cascade, the shape of its latents (or
+    low-resolution images), which its ``decode`` maps to :func:`output_shape`."""
+    cfg = D if isinstance(D, Config) else getattr(D, "difflab_config", None)
+    if cfg is None:
+        raise ValueError("this denoiser has no difflab_config: load it with difflab.load(...) or give the shape")
+    m = cfg.model
+    if m.task == "latent" and m.autoencoder != "pool":
+        vae = _codec_section(cfg)
+        net = {**vae.get("net", {})}
+        f = 2 ** (len(net.get("channel_mult", (1, 2, 2))) - 1)
+        return (int(net.get("latent_channels", 4)), -(-cfg.data.size // f), -(-cfg.data.size // f))
+    if m.task in ("latent", "cascade"):
+        f = m.factor if m.task == "latent" else int(m.codec.get("factor", 2))
+        return (m.channels, -(-cfg.data.size // f), -(-cfg.data.size // f))
+    return output_shape(cfg)
+
+
+def output_shape(D) -> tuple:
+    """The per-sample shape of the images D's samples are (after its ``decode``, for latent models)."""
     cfg = D if isinstance(D, Config) else getattr(D, "difflab_config", None)
     if cfg is None:
         raise ValueError("this denoiser has no difflab_config: load it with difflab.load(...) or give the shape")
@@ -147,7 +222,7 @@ def load_classifier(model="digit-classifier", device=None):
     if key not in _CACHE:
         net = load(model, device=device)
         cfg = getattr(net, "difflab_config", None)
-        if cfg is not None and cfg.model.task == "diffusion":
+        if cfg is not None and cfg.model.task in DIFFUSION_TASKS:
             raise ValueError(f"{model} is a diffusion model, not a classifier")
         _CACHE[key] = net
     return _CACHE[key]
@@ -189,5 +264,5 @@ def model_id(model) -> str:
     return f"{name}-{h.hexdigest()[:10]}"
 
 
-__all__ = ["SHIPPED", "build_model", "embedding", "load", "load_classifier", "model_id", "model_shape",
-           "num_classes", "param_device", "read_tensors", "resolve"]
+__all__ = ["SHIPPED", "build_model", "codec_config", "embedding", "load", "load_classifier", "model_id", "model_shape",
+           "num_classes", "output_shape", "param_device", "read_tensors", "resolve"]

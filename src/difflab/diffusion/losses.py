@@ -181,7 +181,40 @@ def pick_captions(captions: torch.Tensor, p_drop: float = 0.0, generator=None) -
     return tokens
 
 
-LOSSES = {"eps_mse": eps_mse_loss, "eps_l1": eps_l1_loss, "edm": edm_loss, "ce": ce_loss, "infonce": infonce_loss}
+def kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, I)) per sample, averaged over latent elements (Kingma & Welling 2014,
+    App. B: -1/2 sum(1 + logvar - mean^2 - exp(logvar)))."""
+    return 0.5 * (mean**2 + logvar.exp() - 1.0 - logvar).flatten(1).mean(1)
+
+
+class VAELoss:
+    """The KL autoencoder's loss (Kingma & Welling 2014; the first stage of Rombach et al. 2022, Sec. 3.1 and
+    App. G, without their perceptual and adversarial terms): per sample, the pixel MSE of the reconstruction from
+    z = mean + std * eps plus ``kl_weight`` times the KL of q(z|x) to N(0, I), each averaged over elements."""
+
+    def __init__(self, kl_weight: float = 1e-4):
+        if not kl_weight >= 0:
+            raise ValueError(f"kl_weight must be >= 0, got {kl_weight}")
+        self.kl_weight = float(kl_weight)
+
+    def terms(self, model, x0, generator=None):
+        """``(mse [B], kl [B])``; the noise is drawn with the latent's shape from ``generator``."""
+        mean, logvar = _unwrap(model).encode(x0)
+        z = mean + (0.5 * logvar).exp() * randn_rows(mean.shape, generator, device=x0.device, dtype=mean.dtype)
+        recon = _unwrap(model).decode(z)
+        return ((recon - x0) ** 2).flatten(1).mean(1), kl_to_standard_normal(mean, logvar)
+
+    def __call__(self, model, x0, cond=None, generator=None):
+        mse, kl = self.terms(model, x0, generator)
+        return mse + self.kl_weight * kl
+
+
+def vae_loss(kl_weight=1e-4):
+    return VAELoss(kl_weight)
+
+
+LOSSES = {"eps_mse": eps_mse_loss, "eps_l1": eps_l1_loss, "edm": edm_loss, "ce": ce_loss, "infonce": infonce_loss,
+          "vae": vae_loss}
 
 
 def make_loss(name: str, **kwargs):
@@ -210,40 +243,50 @@ class Objective:
     - ``clip``: InfoNCE between the images and one of their captions (``batch["captions"]`` [B, K, L]);
       a diffusion batch with captions conditions on one of them (``text_tokens``) with caption dropout
       ``label_dropout``.
+    - ``vae``: the batch mean of the ``vae`` loss (no conditioning);
+    - ``latent`` / ``superres``: as ``diffusion``, on the target and with the conditioning that the model's
+      ``prepare_batch(x, generator)`` makes of the images (difflab.nets.latent).
 
-    Random draws, in this order, from ``generator``: label dropout, then the loss's own (sigma, noise)."""
+    Random draws, in this order, from ``generator``: label dropout, the model's ``prepare_batch``, then the
+    loss's own (sigma, noise)."""
 
     def __init__(self, loss, task: str = "diffusion", num_classes: int = 0, label_dropout: float = 0.0):
         self.loss, self.task = loss, task
         self.num_classes, self.label_dropout = int(num_classes), float(label_dropout)
 
     def __call__(self, model, batch: dict, generator=None) -> torch.Tensor:
-        cond = {}
+        cond, x0 = {}, batch["x"]
         if "captions" in batch:  # text: one caption per image, dropped (diffusion only) for CFG on text
             p = self.label_dropout if self.task == "diffusion" else 0.0
             cond["text_tokens"] = pick_captions(batch["captions"], p, generator)
         if self.task == "clip":
             pass
-        elif self.task != "diffusion":
+        elif self.task in ("classifier", "noisy_classifier"):
             cond["class_labels"] = batch["class_labels"]
-        else:
+        elif self.task != "vae":
             if self.num_classes > 0 and "class_labels" in batch:
                 cond["class_labels"] = drop_labels(batch["class_labels"], self.label_dropout, self.num_classes,
                                                    generator=generator)
             if "cond_frames" in batch:
                 cond["cond_frames"] = batch["cond_frames"]
+            prepare = getattr(_unwrap(model), "prepare_batch", None)
+            if prepare is not None:
+                x0, extra = prepare(x0, generator)
+                cond.update(extra)
         if hasattr(self.loss, "mean"):
-            return self.loss.mean(model, batch["x"], cond, generator=generator)
-        return self.loss(model, batch["x"], cond, generator=generator).mean()
+            return self.loss.mean(model, x0, cond, generator=generator)
+        return self.loss(model, x0, cond, generator=generator).mean()
 
 
 def objective_from_config(cfg) -> Objective:
     """The :class:`Objective` of a difflab.config.Config (model.task, loss.*, train.label_dropout)."""
     task, loss = cfg.model.task, cfg.loss
-    if task == "diffusion":
+    if task in ("diffusion", "latent", "superres", "cascade"):
         fn = make_loss(loss.name, **({"P_mean": loss.P_mean, "P_std": loss.P_std} if loss.name == "edm" else {}))
     elif task == "clip":
         fn = make_loss("infonce", P_mean=loss.P_mean, P_std=loss.P_std)
+    elif task == "vae":
+        fn = make_loss("vae", kl_weight=loss.kl_weight)
     else:
         fn = make_loss("ce", noisy=task == "noisy_classifier", P_mean=loss.P_mean, P_std=loss.P_std)
     return Objective(fn, task, cfg.model.num_classes, cfg.train.label_dropout)

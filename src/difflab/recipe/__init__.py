@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 
 import torch
 
+from difflab.config import DIFFUSION_TASKS
 from difflab.recipe.rules import (  # noqa: F401  (re-exported: the CLI builds its flag parsers from RULES)
     CFG_METHODS,
     CLIP_SCALE,
@@ -32,6 +33,7 @@ from difflab.recipe.rules import (  # noqa: F401  (re-exported: the CLI builds i
     prompt_tokens,
     read_grid,
 )
+from difflab.recipe.stages import decode
 
 
 @dataclass(frozen=True)
@@ -405,7 +407,7 @@ def sample(model, spec: SamplingSpec, n: int, cond: dict | None = None, *, offse
 
     D = load(model, device=spec.device, compile=spec.compile) if isinstance(model, str) else model
     cfg = getattr(D, "difflab_config", None)
-    if cfg is not None and cfg.model.task != "diffusion":
+    if cfg is not None and cfg.model.task not in DIFFUSION_TASKS:
         raise ValueError(f"{getattr(D, 'difflab_path', model)} is a {cfg.model.task}, not a diffusion model")
     cond = dict(cond or {})
     if spec.inpaint:  # the images to complete; a class-conditional model completes each with its true label
@@ -424,7 +426,7 @@ def sample(model, spec: SamplingSpec, n: int, cond: dict | None = None, *, offse
             cond["class_labels"] = labels
     x = generate(D, n, model_shape(D), seed=spec.seed, offset=offset, cond=cond, callback=callback,
                  batch_size=spec.batch_for_groups(), device=spec.device, **spec.generate_kwargs(D))
-    return x, labels
+    return decode(D, x, spec, cond, offset), labels
 
 
-__all__ = ["CFG_METHODS", "RULES", "SamplingSpec", "check_field", "sample"]
+__all__ = ["CFG_METHODS", "RULES", "SamplingSpec", "check_field", "decode", "sample"]

@@ -21,19 +21,23 @@ class Denoiser(Protocol):
     - ``num_classes`` (int): a class-conditional D reserves label ``num_classes`` for "no label" (CFG's null);
     - ``T`` (int) and ``beta_schedule`` (str): a discrete-time (DDPM) model's schedule, for the DDPM grids;
     - ``host_sigma`` (bool): D accepts sigma as a Python number, so guidance windows are decided on the host
-      without reading the device back (:func:`denoise` passes the number).
+      without reading the device back (:func:`denoise` passes the number);
+    - ``decode`` (callable ``decode(z, cond=, sample=, noise=) -> images``): D denoises latents (or low-resolution
+      images), and its samples become images through ``decode`` (difflab.nets.latent: latent diffusion, a
+      cascade whose decode samples a super-resolution stage with ``sample(D, shape, cond)``); samplers never call
+      it, :func:`difflab.recipe.sample` does.
     A loaded model (``difflab.load``) also carries ``difflab_config`` and ``difflab_path``; samplers never need
     them."""
 
     def __call__(self, x: torch.Tensor, sigma, **cond) -> torch.Tensor: ...
 
 
-MEMBERS = {"num_classes": None, "T": None, "beta_schedule": None, "host_sigma": False}
+MEMBERS = {"num_classes": None, "T": None, "beta_schedule": None, "host_sigma": False, "decode": None}
 
 
 def member(D, name: str, default=None):
     """An optional member of the :class:`Denoiser` protocol (``num_classes``, ``T``, ``beta_schedule``,
-    ``host_sigma``), or ``default`` when D does not declare it."""
+    ``host_sigma``, ``decode``), or ``default`` when D does not declare it."""
     if name not in MEMBERS:
         raise AttributeError(f"{name!r} is not a declared member of the Denoiser protocol ({sorted(MEMBERS)})")
     v = getattr(D, name, None)

@@ -37,7 +37,7 @@ from difflab.checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-from difflab.config import Config, ConfigError
+from difflab.config import DIFFUSION_TASKS, Config, ConfigError
 from difflab.diffusion.losses import BatchShare, objective_from_config
 from difflab.models import build_model, model_shape
 from difflab.sampling.rng import derive_seed, make_generator
@@ -97,7 +97,7 @@ class Trainer:
         self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
                                      weight_decay=cfg.train.weight_decay)
-        self.is_diffusion = cfg.model.task == "diffusion"
+        self.is_diffusion = cfg.model.task in DIFFUSION_TASKS and cfg.model.task != "superres"  # previews
         self.objective = objective_from_config(cfg)
         self.step, self.bad_steps, self.images_seen = 0, 0, 0
         if cfg.train.compile:  # in place: parameters, state dict and the EMA copy above stay as they are
@@ -293,6 +293,8 @@ class Trainer:
         x = generate(self.ema, n, shape, sampler=cfg.sample.sampler, steps=cfg.sample.steps,
                      sigma_min=cfg.model.sigma_min, sigma_max=cfg.model.sigma_max, rho=cfg.sample.rho,
                      seed=cfg.seed, cond=cond, device=self.device, **churn)
+        if cfg.model.task == "latent":  # latents (or low-resolution images) -> images
+            x = self.ema.decode(x)
         nrow = cfg.model.num_classes or None
         path = save_grid(x[:, : cfg.model.channels], self.run_dir / "samples" / f"step-{self.step:08d}.png", nrow=nrow)
         if self.tb is not None:

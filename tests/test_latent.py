@@ -1,0 +1,134 @@
+"""Latent diffusion (#19): the KL autoencoder (task vae), the latent model with its stored scale factor, decoding in
+recipe.sample, export as a shipped folder."""
+
+import json
+
+import pytest
+import torch
+
+from difflab.config import ConfigError, load_config
+from difflab.diffusion.losses import kl_to_standard_normal, objective_from_config
+from difflab.models import build_model, load, model_shape, output_shape
+from difflab.nets.vae import AutoEncoder
+from difflab.recipe import SamplingSpec, sample
+from difflab.training.trainer import Trainer
+
+TINY = ["progress=false", "limit=64", "batch_size=16", "ckpt_every=100", "log_every=1", "threads=1"]
+
+
+def run(tmp_path, config, name, *extra):
+    cfg = load_config(config, [f"out={tmp_path / name}", "data.name=synthetic", *TINY, *extra])
+    Trainer(cfg).run()
+    return tmp_path / name
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    return run(tmp_path_factory.mktemp("vae"), "configs/vae_mnist.yaml", "vae", "max_steps=3",
+               "model.net.model_channels=8")
+
+
+@pytest.fixture(scope="module")
+def latent_run(tmp_path_factory, vae_run):
+    return run(tmp_path_factory.mktemp("latent"), "configs/latent_mnist.yaml", "latent", "max_steps=2",
+               f"model.autoencoder={vae_run}", "preset=tiny", "sample.steps=2", "n_preview=4")
+
+
+def test_autoencoder_shapes_and_latent_shape_4x7x7():
+    ae = AutoEncoder(latent_channels=4, model_channels=8)
+    x = torch.randn(3, 1, 28, 28)
+    rec, mean, logvar = ae(x)
+    assert rec.shape == x.shape and mean.shape == logvar.shape == (3, 4, 7, 7)
+    assert ae.latent_shape == (4, 7, 7)
+    assert AutoEncoder(channel_mult=(1, 2), model_channels=8).latent_shape == (4, 14, 14)
+
+
+def test_kl_matches_the_closed_form_of_a_univariate_gaussian():
+    mean, logvar = torch.tensor([[0.5, -1.0]]), torch.tensor([[0.2, -0.4]])
+    var = logvar.exp()
+    want = (0.5 * (var + mean**2 - 1 - logvar)).mean()
+    assert torch.allclose(kl_to_standard_normal(mean, logvar), want[None])
+    assert float(kl_to_standard_normal(torch.zeros(1, 3), torch.zeros(1, 3))) == 0.0
+
+
+def test_vae_objective_is_mse_plus_weighted_kl():
+    cfg = load_config("configs/vae_mnist.yaml", ["model.net.model_channels=8", "loss.kl_weight=0.5"])
+    model, obj = build_model(cfg), objective_from_config(cfg)
+    x = torch.rand(4, 1, 28, 28) * 2 - 1
+    got = obj(model, {"x": x, "class_labels": torch.zeros(4, dtype=torch.long)},
+              torch.Generator().manual_seed(0))
+    mse, kl = obj.loss.terms(model, x, torch.Generator().manual_seed(0))
+    assert torch.allclose(got, (mse + 0.5 * kl).mean())
+    assert float(kl.detach().mean()) > 0
+
+
+@pytest.mark.parametrize("task,loss", [("vae", "edm"), ("latent", "vae"), ("diffusion", "vae")])
+def test_task_and_loss_must_agree(task, loss):
+    with pytest.raises(ConfigError):
+        load_config("configs/tiny.yaml", [f"model.task={task}", f"loss.name={loss}", "model.autoencoder=pool"])
+
+
+def test_latent_needs_an_autoencoder():
+    with pytest.raises(ConfigError, match="autoencoder"):
+        load_config("configs/tiny.yaml", ["model.task=latent"])
+
+
+def test_vae_training_lowers_the_loss(vae_run):
+    log = [json.loads(line) for line in (vae_run / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log if "loss" in r]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    assert load(vae_run).difflab_config.model.task == "vae"
+
+
+def test_latent_scale_gives_unit_variance_on_the_first_batch(latent_run, vae_run):
+    D = load(latent_run)
+    scale = float(D.codec.scale)
+    assert scale > 0
+    # the scale is 1 / std of the first training batch's codes: recompute it from that batch
+    cfg = D.difflab_config
+    tr = Trainer(load_config("configs/latent_mnist.yaml", [f"out={latent_run}-again", "data.name=synthetic", *TINY,
+                                                           f"model.autoencoder={vae_run}", "preset=tiny"]))
+    try:
+        mean, _ = load(vae_run, ema=False).encode(tr.get_batch(0)["x"])  # the trained weights, not the EMA
+    finally:
+        tr.close()
+    assert scale == pytest.approx(1 / float(mean.std()), rel=1e-5)
+    assert model_shape(D) == (4, 7, 7) and output_shape(D) == (1, 28, 28) and model_shape(cfg) == (4, 7, 7)
+
+
+def test_latent_samples_decode_to_images_and_export_round_trips(latent_run, tmp_path):
+    from difflab.latent import export_latent
+
+    D = load(latent_run)
+    spec = SamplingSpec(steps=2, seed=3)
+    x, labels = sample(D, spec, 4)
+    assert x.shape == (4, 1, 28, 28) and float(x.abs().max()) <= 1.0
+    assert labels.tolist() == [0, 1, 2, 3]
+    dest = export_latent(latent_run, "mnist-latent", dest_root=tmp_path, dtype=torch.float32)
+    cfg = json.loads((dest / "config.json").read_text())
+    assert cfg["model"]["autoencoder"] is None and cfg["model"]["codec"]["task"] == "vae"
+    S = load(dest)  # builds without the VAE run
+    assert float(S.codec.scale) == float(D.codec.scale)
+    assert torch.equal(sample(S, spec, 4)[0], x)
+    # batching does not change a sample
+    assert torch.allclose(sample(S, spec.replace(batch_size=1), 4)[0], x, atol=1e-6)
+
+
+def test_every_sampler_and_cfg_apply_to_latents(latent_run):
+    D = load(latent_run)
+    for spec in (SamplingSpec(sampler="euler", steps=2), SamplingSpec(sampler="dpmpp_2m", steps=3),
+                 SamplingSpec(steps=2, cfg_weight=2.0)):
+        x, _ = sample(D, spec, 2)
+        assert x.shape == (2, 1, 28, 28) and torch.isfinite(x).all()
+
+
+def test_shipped_latent_model_samples_through_the_cli(tmp_path):
+    from difflab.cli import main
+
+    out = tmp_path / "s.png"
+    try:
+        main(["sample", "mnist-latent", "--label", "3", "--n", "2", "--seed", "0", "--steps", "4", "--out", str(out)])
+    except SystemExit as e:
+        assert e.code in (0, None)
+    x = torch.from_numpy(__import__("numpy").load(out.with_suffix(".npz"))["samples"])
+    assert x.shape[-2:] == (28, 28) and float(x.abs().max()) <= 1.0
