@@ -25,6 +25,7 @@ KEYS = {
     "bench_eval": ["classifier_accuracy"],
     "bench_low_nfe": ["results", "summary", "geomean"],
     "bench_diversity": ["toys", "table"],
+    "bench_latent": ["models"],
 }
 
 

@@ -1,5 +1,5 @@
 """mnist-latent / mnist-cascade with classifier-free guidance: IS and classifier-FID at n = 500 (Heun 18 steps).
-    python benchmarks/bench_latent_cfg.py mnist-latent,mnist-cascade OUT.json"""
+    python experiments/latent/latent_cfg.py mnist-latent,mnist-cascade OUT.json"""
 import json
 import sys
 
