@@ -4,32 +4,24 @@ import pytest
 import torch
 
 from difflab.data.toy import GaussianMixture
+from difflab.experiments.guidance_toy import ClassMixture
 from difflab.guidance import AdaptiveProjectedGuidance, AutoGuidance, CFGPlusPlus, ClassifierFreeGuidance
 from difflab.recipe import SamplingSpec
 from difflab.sampling import karras_sigmas, sample_euler, sample_heun
 
 
-class CondGaussians:
-    """Exact class-conditional denoiser: class c is N(mu_c, s^2 I) in 2-D; label K (null) is their equal mixture."""
-
-    num_classes = 2
+class CondGaussians(ClassMixture):
+    """Exact class-conditional denoiser: class c is N(mu_c, s^2 I) in 2-D; label K (null) is their equal mixture
+    (the toy's ClassMixture, counting the batch size of every call)."""
 
     def __init__(self, s=0.3, calls=None):
-        self.mus = torch.tensor([[1.0, 0.5], [-1.0, 0.2]])
-        self.parts = [GaussianMixture(self.mus[k: k + 1], s) for k in range(2)]
-        self.null = GaussianMixture(self.mus, s)
+        mus = torch.tensor([[1.0, 0.5], [-1.0, 0.2]])
+        super().__init__([GaussianMixture(mus[k: k + 1], s) for k in range(2)])
         self.calls = calls if calls is not None else []
 
     def __call__(self, x, sigma, class_labels=None):
         self.calls.append(x.shape[0])
-        sigma = torch.as_tensor(sigma, dtype=x.dtype).expand(x.shape[0]) if not torch.is_tensor(sigma) or \
-            sigma.ndim == 0 else sigma
-        out = torch.empty_like(x)
-        for k, gm in enumerate([*self.parts, self.null]):
-            m = class_labels == k
-            if m.any():
-                out[m] = gm.denoiser(x[m], sigma[m])
-        return out
+        return super().__call__(x, sigma, class_labels)
 
 
 def _x(n=6, seed=0):
@@ -81,7 +73,9 @@ def test_autoguidance_composes_after_cfg():
 
 def test_autoguidance_rejects_a_guide_with_other_conditioning():
     class Uncond(CondGaussians):
-        num_classes = None
+        def __init__(self, s):
+            super().__init__(s)
+            self.num_classes = None  # declares no conditioning
 
     with pytest.raises(ValueError, match="num_classes"):
         AutoGuidance(Uncond(0.6)).wrap(CondGaussians())
