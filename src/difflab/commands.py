@@ -62,14 +62,14 @@ def sample(args, spec: SamplingSpec):
 
         recorder = TrajectoryRecorder(indices=list(range(min(args.n, 8))))
     t0 = time.time()
-    x, labels = draw(D, spec, args.n, callback=recorder)
+    known = spec.inpaint_cond(D, args.n)[0] if spec.inpaint else {}  # loaded once: sampled from, and saved
+    x, labels = draw(D, spec, args.n, cond=known, callback=recorder)
     wall = time.time() - t0
     nrow = args.nrow or (cfg.model.num_classes if labels is not None and spec.label is None else None)
     save_grid(x[:, : cfg.model.channels], out, nrow=nrow)
     npz = out.with_suffix(".npz")
     extra = {}
     if spec.inpaint:  # the images completed and the region regenerated, beside the completions
-        known, _ = spec.inpaint_cond(D, args.n)
         extra = {"originals": known["inpaint_x0"].cpu().numpy(), "regenerated": (1 - known["inpaint_keep"]).cpu().numpy(),
                  "inpaint": spec.inpaint, "mask": spec.inpaint_mask, "offset": spec.inpaint_offset}
     np.savez_compressed(npz, samples=x.cpu().numpy().astype(np.float32),

@@ -307,10 +307,11 @@ class SamplingSpec:
 
     def inpaint_cond(self, D, n: int, offset: int = 0) -> tuple[dict, torch.Tensor | None]:
         """The cond entries of inpainting for samples ``offset .. offset + n - 1`` (images ``inpaint_offset + k``
-        of the ``inpaint`` dataset and their masks) and the images' labels."""
+        of the ``inpaint`` dataset, their masks, and for a class-conditional model their true labels) and the
+        images' labels."""
         from difflab.data import get_dataset
         from difflab.guidance.inpaint import make_mask
-        from difflab.models import model_shape
+        from difflab.models import model_shape, num_classes
 
         start = self.inpaint_offset + offset
         ds = get_dataset(self.inpaint, limit=start + n)
@@ -323,7 +324,10 @@ class SamplingSpec:
             raise ValueError(f"--inpaint {self.inpaint}: images of shape {tuple(x0.shape[1:])}, the model makes "
                              f"{tuple(model_shape(D))}")
         regen = make_mask(self.inpaint_mask, n, tuple(x0.shape[-2:]), seed=self.seed, offset=start)
-        return {"inpaint_x0": x0.to(self.device), "inpaint_keep": (1 - regen).to(self.device)}, y.long()
+        known = {"inpaint_x0": x0.to(self.device), "inpaint_keep": (1 - regen).to(self.device)}
+        if num_classes(D) and self.label is None:  # a class-conditional model completes each with its true label
+            known["class_labels"] = y.long().to(self.device)
+        return known, y.long()
 
     def _cfg(self, D):
         """CFG, APG or CFG++ (``cfg_method``) with ``cfg_interval`` as its sigma window."""
@@ -410,13 +414,8 @@ def sample(model, spec: SamplingSpec, n: int, cond: dict | None = None, *, offse
     if cfg is not None and cfg.model.task not in DIFFUSION_TASKS:
         raise ValueError(f"{getattr(D, 'difflab_path', model)} is a {cfg.model.task}, not a diffusion model")
     cond = dict(cond or {})
-    if spec.inpaint:  # the images to complete; a class-conditional model completes each with its true label
-        known, true = spec.inpaint_cond(D, n, offset)
-        cond.update(known)
-        from difflab.models import num_classes
-
-        if num_classes(D) and spec.label is None and "class_labels" not in cond:
-            cond["class_labels"] = true.to(spec.device)
+    if spec.inpaint and "inpaint_x0" not in cond:  # the images to complete (a caller may have loaded them)
+        cond = {**spec.inpaint_cond(D, n, offset)[0], **cond}
     if spec.prompt and "text_tokens" not in cond:
         cond["text_tokens"] = prompt_tokens(D, spec.prompt, spec.device).expand(n, -1)
     labels = cond.get("class_labels")
