@@ -51,9 +51,7 @@ def _typed(flag: str, kind: str = "int", field: str | None = None, **bounds):
 
 def _count(flag: str):
     """A positive count (steps, samples, batch sizes): an integer in [1, 2**31 - 1]."""
-    from difflab.utils import INT32_MAX
-
-    return _typed(flag, "int", lo=1, hi=INT32_MAX)
+    return _typed(flag, "int", lo=1, hi=2**31 - 1)
 
 
 def _spec_flag(field: str):
@@ -426,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     debug = os.environ.get("DIFFLAB_DEBUG", "").strip() not in ("", "0")
     try:
         return _dispatch(argv)
+    except BrokenPipeError:  # output piped into `head`: stop quietly, as other command-line tools do
+        return 0
     except errors as e:
         if debug:
             raise
