@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training time budget (with --train)")
 
     p = sub.add_parser("reproduce", help="reproduce a seed paper's table")
-    p.add_argument("name", help="e.g. ntnu, thesis-modes, thesis-prior, pg-gmm, diversity")
+    p.add_argument("name", help="e.g. ntnu, thesis-modes, thesis-prior, thesis-figures, pg-gmm, diversity")
     p.add_argument("--out", default=None, help="output folder (default outputs/reproduce/NAME)")
     p.add_argument("--quick", action="store_true", help="a smaller version (sizes are recorded)")
     p.add_argument("--device", type=_device, default="cpu", help="cpu, cuda or cuda:N")

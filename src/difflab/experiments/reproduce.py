@@ -24,6 +24,9 @@ a smaller version (fewer sequences / samples); the size used is always recorded 
   i.i.d. on exact 2-D mixtures (modes per group, on-mode share, TV of pooled frequencies to the true weights
   with the i.i.d. floor) and on mnist-uncond (modes per 10, classifier-FID, class KL, IS, PRDC, Vendi),
   resumable, with ``frontier.png``.
+- ``thesis-figures``: ETH thesis Figures 3.3 / 5.1 (norm of the PG term against the ODE direction per step, L2 and
+  IoU kernels) and 3.1 (UMAP of digit features: i.i.d., ``ortho``, PG), PNGs + results.json
+  (:mod:`difflab.experiments.thesis_figures`; needs umap-learn).
 
 ``--device cuda`` runs the sampling (and the Inception network) on a GPU; ``--n`` overrides the sample count.
 """
@@ -40,7 +43,8 @@ from difflab.progress import bar
 from difflab.recipe import SamplingSpec
 from difflab.utils import write_json
 
-EXPERIMENTS = ("pg-gmm", "thesis-modes", "thesis-prior", "thesis-heatmaps", "ntnu", "diversity", "inpainting")
+EXPERIMENTS = ("pg-gmm", "thesis-modes", "thesis-prior", "thesis-heatmaps", "ntnu", "diversity", "inpainting",
+               "thesis-figures")
 
 THESIS_TABLE_41 = {  # true p(right) -> (deterministic, stochastic S_churn 0.9, PG k_PG 3 B 2)
     "0.9": (0.9944, 0.9598, 0.5), "0.7": (0.7933, 0.7294, 0.5004), "0.5": (0.4168, 0.5253, 0.5006)}
@@ -159,6 +163,10 @@ def run_reproduce(name: str, out=None, quick: bool = False, device: str = "cpu",
         return run_ring(str(out), runs=20 if quick else 100, seed=0, quick=quick)
     if name == "diversity":
         return diversity(out, quick, n)
+    if name == "thesis-figures":
+        from difflab.experiments.thesis_figures import run_thesis_figures
+
+        return run_thesis_figures(out, quick=quick)
     if name == "thesis-heatmaps":
         from difflab.eval.sweep import run_sweep
 
