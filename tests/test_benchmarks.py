@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPTS = sorted(p.stem for p in (ROOT / "benchmarks").glob("bench_*.py"))
-NEEDS = {"bench_train_vs_diffusers": "diffusers", "bench_sampling_vs_diffusers": "diffusers"}
+NEEDS = {"bench_train_vs_diffusers": "diffusers", "bench_sampling_vs_diffusers": "diffusers",
+         "bench_diffusers_on_model": "diffusers"}
 # The keys the docs and the contract read from each script's JSON.
 KEYS = {
     "bench_train_vs_diffusers": ["train_images_per_s_ratio", "same_loss_check"],
@@ -26,6 +27,7 @@ KEYS = {
     "bench_low_nfe": ["results", "summary", "geomean"],
     "bench_diversity": ["toys", "table"],
     "bench_latent": ["models"],
+    "bench_diffusers_on_model": ["results"],
 }
 
 
@@ -59,4 +61,6 @@ def test_quick_run_writes_its_json(script, tmp_path):
     if script == "bench_sampling_vs_diffusers":
         for name, r in data["samplers"].items():
             assert data[f"{name}_ratio"] > 0 and r["max_abs_diff"] >= 0
+    if script == "bench_diffusers_on_model":  # honest NFE: every contender made the network calls it was given
+        assert all(r["nfe"] == r["nfe_budget"] for r in data["results"])
     assert not any(math.isnan(v) for v in finite_numbers(data) if v is not None)

@@ -163,28 +163,7 @@ def test_bad_options_are_value_errors():
             SAMPLERS[name](D, x, sig, **opts)
 
 
-# ---------------------------------------------------------------------------------------------- Brownian tree
-
-
-@pytest.mark.parametrize("name", ["dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"])
-def test_brownian_noise_sample_is_stable_in_the_step_count(name):
-    """With noise='brownian' the sample follows one Brownian path per seed: changing only the step count
-    moves it by the discretisation error (it converges), while fresh draws redraw it (O(1) change)."""
-    pytest.importorskip("torchsde")
-    D = GaussianMixture([[-1.0, 0.0], [1.0, 0.5]], 0.3, [0.3, 0.7])
-    x = 10.0 * torch.randn(16, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    outs = {n: SAMPLERS[name](D, x, karras_sigmas(n, 0.002, 10.0), generator=make_generators(7, 16), noise="brownian")
-            for n in (100, 200)}
-    fresh = {n: SAMPLERS[name](D, x, karras_sigmas(n, 0.002, 10.0), generator=make_generators(7, 16))
-             for n in (100, 200)}
-    d_tree = float((outs[100] - outs[200]).abs().mean())
-    d_fresh = float((fresh[100] - fresh[200]).abs().mean())
-    print(f"{name}: |x_100 - x_200| brownian {d_tree:.3g}, fresh draws {d_fresh:.3g}")
-    assert d_tree < 0.05 and d_fresh > 10 * d_tree
-    # Per-sample entropy: a sample is the same alone or in a batch.
-    alone = SAMPLERS[name](D, x[5:6], karras_sigmas(100, 0.002, 10.0), generator=make_generators(7, 1, offset=5),
-                           noise="brownian")
-    torch.testing.assert_close(outs[100][5:6], alone)
+# Brownian-tree noise: tests/test_samplers_oracle_sde.py.
 
 
 # ---------------------------------------------------------------------------------------------- grids
