@@ -31,11 +31,12 @@ def test_factory_every_method_with_every_sampler():
                 ref = fn(TOY_D, x, sig, generator=torch.Generator().manual_seed(1))
             except (ValueError, TypeError):
                 continue  # a sampler that does not take this grid / denoiser at all
+            opts = {"classifier": ring_mixture(4).classifier} if name == "strata" else {}
             out = fn(TOY_D, x, sig, generator=torch.Generator().manual_seed(1),
-                     guidance=diversity(name, group_size=4, strength=1.0))
+                     guidance=diversity(name, group_size=4, strength=1.0, **opts))
             assert out.shape == ref.shape and torch.isfinite(out).all(), (name, sname)
             ran += 1
-    assert ran >= 6 * 5
+    assert ran >= 7 * 5
 
 
 def test_bad_arguments_are_one_line_value_errors():

@@ -49,6 +49,13 @@ class GaussianMixture:
         logp = self.weights.log()[None] - 0.5 * d2 / var - 0.5 * self.dim * torch.log(2 * math.pi * var)
         return logp - torch.logsumexp(logp, dim=1, keepdim=True)
 
+    def classifier(self, x: torch.Tensor, sigma) -> torch.Tensor:
+        """The exact noise-conditional classifier over the components, as logits [B, K]: log p(c | x, sigma) =
+        log r_c(x), the responsibilities of the noised mixture (r_c proportional to w_c N(x; mu_c, (s_c^2 +
+        sigma^2) I)). Differentiable in x, so classifier guidance with it at scale 1 turns the exact denoiser into
+        the exact denoiser of component c (``difflab.guidance.classifier``, ``diversity("strata", ...)``)."""
+        return self.log_resp(x, as_sigma(sigma, x))
+
     def log_prob(self, x: torch.Tensor, sigma=0.0) -> torch.Tensor:
         xf = x.reshape(x.shape[0], -1).double()
         sigma = as_sigma(sigma, x).double()

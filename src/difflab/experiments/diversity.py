@@ -4,6 +4,7 @@
 (a) Exact 2-D mixtures (:mod:`difflab.data.toy`, exact denoisers; per-mode variance 0.005):
     ``ring10`` (10 equal modes on the unit circle, the PG paper's toy), ``ring10-unequal`` (weights
     proportional to 1..10), ``grid9-unequal`` (3 x 3 grid at spacing 1, centre 0.3, others 0.0875).
+    ``strata`` rows use the mixture's exact posterior classifier (``GaussianMixture.classifier``) and true weights.
     Per method: modes per group of 10, the share of samples within 0.25 of a mode, and the total-variation
     distance between the pooled nearest-mode frequencies and the true weights, next to the i.i.d. noise floor
     (the mean and 95th percentile of that TV for n multinomial draws from the true weights).
@@ -54,6 +55,7 @@ TOY_ROWS = [
     ("spell r0.5 window(0.5,80)", "spell", 1.0, {"radius": 0.5, "sigma_window": (0.5, 80.0)}, {}),
     ("dpp w1", "dpp", 1.0, {}, {}),
     ("vendi w1", "vendi", 1.0, {}, {}),
+    ("strata (exact posterior)", "strata", 1.0, {}, {}),
 ]
 
 
@@ -80,6 +82,8 @@ def toy_metrics(x: torch.Tensor, gm: GaussianMixture, group: int = GROUP) -> dic
 
 
 def sample_toy(gm, method, strength, options, sampler_options, n, steps, seed, sampler="heun"):
+    if method == "strata":  # the mixture's exact posterior classifier p(c | x, sigma) and its true weights
+        options = {"classifier": gm.classifier, "weights": gm.weights, **options}
     gd = diversity(method, group_size=GROUP, strength=strength, **options)
     return generate(gm, n, (gm.dim,), sampler=sampler, steps=steps, sigma_min=0.002, sigma_max=80.0, seed=seed,
                     guidance=gd, **sampler_options)

@@ -20,6 +20,11 @@ Every method couples consecutive groups of ``group_size`` samples of a batch, is
   matrix K on the denoised estimates, and ``vendi``: log Phi = w log Vendi(K) (Friedman & Dieng 2023,
   the entropy of K/n's eigenvalues), both through the particle-guidance machinery (schedules, windows, ``on``,
   feature kernels): only the kernel sum of PG is replaced by the potential (:class:`DeterminantalGuidance`).
+- ``strata``: class-stratified sampling (:mod:`difflab.guidance.strata`): each group's classes are drawn by
+  systematic sampling from the class weights, and each particle is steered to its class by classifier guidance
+  (strength = the guidance scale s); with s = 1 and the exact posterior classifier every particle keeps the
+  model's law exactly. Needs ``classifier=classifier(x, sigma) -> logits``, else ValueError; options
+  ``weights`` (default uniform), ``seed``.
 
 ``recommended`` (:data:`PRESETS`) resolves to the method, strength and options chosen from the measured
 frontier on mnist-uncond (docs/results.md, "Diversity without distortion").
@@ -34,9 +39,10 @@ from difflab.guidance.cads import ConditionAnnealing, check_conditional
 from difflab.guidance.kernels import KERNEL_DISTANCES, median_bandwidth
 from difflab.guidance.particle import ParticleGuidance
 from difflab.guidance.spell import SparseRepellency
+from difflab.guidance.strata import ClassStrata
 from difflab.guidance.structured import StructuredNoise
 
-DIVERSITY_METHODS = ("iid", "ortho", "pg", "spell", "cads", "dpp", "vendi")
+DIVERSITY_METHODS = ("iid", "ortho", "pg", "spell", "cads", "dpp", "vendi", "strata")
 # name -> (method, strength, options, sampler options it was measured with). "recommended": structured starting
 # noise, the only method on the measured frontier (docs/results.md) that adds modes per group without moving the
 # pooled frequencies (exact mixtures) or classifier-FID (mnist-uncond, n = 600: 6.85 vs 6.42 modes per 10,
@@ -123,6 +129,8 @@ def diversity(name: str, *, group_size: int, strength: float, model=None, **opti
     if name == "cads":
         check_conditional(model)
         return ConditionAnnealing(model, strength=strength, group_size=group_size, **options)
+    if name == "strata":
+        return ClassStrata(group_size, strength, **options)
     if name == "iid" or group_size < 2 and name != "spell":
         return Independent(group_size)
     if name == "ortho":
