@@ -123,3 +123,20 @@ def test_missing_classifier_and_bad_options_are_value_errors():
         generate(gm, 15, (2,), steps=2, guidance=st)
     st = diversity("strata", group_size=5, strength=1.0, classifier=gm.classifier, weights=torch.arange(1.0, 11.0))
     assert math.isclose(float(st.weights.sum()), 1.0) and st.num_classes == 10  # weights are normalised
+
+
+def test_zero_shot_classifier_is_the_contrastive_models_own_logits():
+    from difflab.guidance.clip import zero_shot_classifier
+    from difflab.nets.text import ContrastiveModel
+
+    torch.manual_seed(0)
+    M = ContrastiveModel(embed_dim=8, width=8, text_dim=8).eval()
+    prompts = [f"a photo of the digit {k}" for k in range(3)]
+    clf = zero_shot_classifier(M, prompts)
+    x, sigma = torch.randn(4, 1, 28, 28), torch.full((4,), 0.7)
+    with torch.no_grad():
+        assert torch.allclose(clf(x, sigma), M(x, sigma, M.tokenize(prompts)), atol=1e-5)
+        assert clf(x, 0.7).shape == (4, 3)
+    st = diversity("strata", group_size=2, strength=1.0, classifier=clf, seed=0)  # K = 3 read from the classifier
+    st.wrap(lambda x, s, **c: 0.5 * x)(x, 0.7)
+    assert st.num_classes == 3 and st.labels.shape == (4,) and st.last_info["cg_grad_norm"].gt(0).all()

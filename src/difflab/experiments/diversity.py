@@ -145,9 +145,16 @@ def run_mnist(n: int, seed: int = 5, rows=None, done=None, save=None, log=print)
         spec = SamplingSpec(steps=18, seed=seed, batch_size=100, group_size=GROUP if "diversity" in changes
                             else None, **changes)
         t0 = time.time()
-        if opts:  # options beyond the spec's fields (e.g. SPELL's radius): the same generate call, own guidance
-            kw = spec.generate_kwargs(D)
-            kw["guidance"] = diversity(spec.diversity, group_size=GROUP, strength=spec.diversity_strength, **opts)
+        gopts = dict(opts)
+        if spec.diversity == "strata":  # the zero-shot digit classifier of the noise-aware mnist-clip, uniform p(c)
+            from difflab.guidance.clip import zero_shot_classifier
+
+            gopts["classifier"] = zero_shot_classifier(load("mnist-clip"), [f"a photo of the digit {k}"
+                                                                             for k in range(10)])
+            opts["classifier"] = "mnist-clip zero-shot ('a photo of the digit k')"
+        if gopts:  # options beyond the spec's fields (e.g. SPELL's radius): the same generate call, own guidance
+            kw = spec.generate_kwargs(D, guidance=False)
+            kw["guidance"] = diversity(spec.diversity, group_size=GROUP, strength=spec.diversity_strength, **gopts)
             images = generate(D, n, (1, 28, 28), seed=seed, batch_size=100, **kw)
         else:
             images, _ = sample_model(D, spec, n)

@@ -93,4 +93,19 @@ class CLIPGuidance(Guidance):
         return denoised + term
 
 
-__all__ = ["VARIANTS", "CLIPGuidance"]
+def zero_shot_classifier(model, prompts, tokenizer=None):
+    """A noise-conditional zero-shot classifier from a contrastive model (CLIP's zero-shot rule, Radford et al.
+    2021, section 3.1.2): ``classifier(x, sigma) -> logits [B, K] = exp(t) <g(x, sigma), h(prompt_k)>`` with t the
+    model's learned ``logit_scale`` (clamped at 100 as in training; 1 without one). Differentiable in x, for
+    classifier guidance or ``diversity("strata", classifier=...)``; e.g. prompts "a photo of the digit k"."""
+    guide = CLIPGuidance(model, list(prompts), tokenizer=tokenizer)
+    logit_scale = getattr(model, "logit_scale", None)
+
+    def classifier(x, sigma):
+        t = 1.0 if logit_scale is None else logit_scale.detach().exp().clamp(max=100.0)
+        return t * guide._image(x, as_sigma(sigma, x)) @ guide.text_embedding(x.device).T
+
+    return classifier
+
+
+__all__ = ["VARIANTS", "CLIPGuidance", "zero_shot_classifier"]
