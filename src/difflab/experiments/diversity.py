@@ -125,6 +125,7 @@ MNIST_ROWS = [
     ("spell r7 window(1,80)", {"diversity": "spell", "diversity_strength": 1.0,
                               "diversity_options": (("radius", 7.0), ("sigma_window", (1.0, 80.0)))}),
     ("pg feature w10", {"pg_weight": 10.0, "pg_kernel": "feature", "pg_batch": GROUP}),
+    ("strata s6 (mnist-clip zero-shot)", {"diversity": "strata", "diversity_strength": 6.0}),
 ]
 MNIST_METRICS = "fid_classifier,modes,is,prdc,vendi"
 
