@@ -140,3 +140,20 @@ def test_zero_shot_classifier_is_the_contrastive_models_own_logits():
     st = diversity("strata", group_size=2, strength=1.0, classifier=clf, seed=0)  # K = 3 read from the classifier
     st.wrap(lambda x, s, **c: 0.5 * x)(x, 0.7)
     assert st.num_classes == 3 and st.labels.shape == (4,) and st.last_info["cg_grad_norm"].gt(0).all()
+
+
+def test_recipe_wires_strata_to_a_zero_shot_classifier_and_refuses_other_models():
+    """``SamplingSpec(diversity='strata')`` (CLI ``--diversity strata``) steers by mnist-clip zero-shot by default,
+    without adding a second classifier guidance for ``cg_model``; a model that is no classifier is refused."""
+    from difflab.models import load
+    from difflab.recipe import SamplingSpec
+
+    D = load("mnist-uncond")
+    (g,) = SamplingSpec(diversity="strata", diversity_strength=3.0).guidance(D)
+    assert isinstance(g, ClassStrata) and g.scale == 3.0 and g.group_size == 10
+    x = torch.randn(10, 1, 28, 28)
+    assert g.classifier(x, torch.full((10,), 1.0)).shape == (10, 10)
+    (g2,) = SamplingSpec(diversity="strata", cg_model="mnist-clip").guidance(D)
+    assert isinstance(g2, ClassStrata)
+    with pytest.raises(ValueError, match="neither a noise-conditional classifier"):
+        SamplingSpec(diversity="strata", cg_model="digit-features").guidance(D)

@@ -34,6 +34,8 @@ SYNONYMS = {
 # before the noun (else a phrase after it: "a seven slanted right")
 RULES = (("thickness", "thin", "thick"), ("slant", "left", "right"), ("height", "small", "large"),
          ("brightness", "dark", "light"))
+# the zero-shot classification prompt of a contrastive model (CLIP, Radford et al. 2021, section 3.1.2)
+ZERO_SHOT_PROMPT = "a photo of the digit {}"
 TEMPLATES = (
     "{a} {adj}{noun}", "{a} {adj}{noun}", "the {kind} {num}", "{num}", "{adj}{num}", "{a} handwritten {adj}{noun}",
     "an image of {a} {adj}{noun}", "a picture of the {kind} {num}", "{a} {noun} written in {adj2}strokes",
@@ -174,5 +176,5 @@ def known_fraction(text: str) -> float:
     return sum(x in WORD_ID for x in w) / max(len(w), 1)
 
 
-__all__ = ["ATTRIBUTES", "CaptionedImages", "attribute_words", "caption", "captioned_dataset", "known_fraction",
-           "measure", "parse_digit", "terciles"]
+__all__ = ["ATTRIBUTES", "CaptionedImages", "ZERO_SHOT_PROMPT", "attribute_words", "caption", "captioned_dataset",
+           "known_fraction", "measure", "parse_digit", "terciles"]

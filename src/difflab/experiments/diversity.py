@@ -147,11 +147,7 @@ def run_mnist(n: int, seed: int = 5, rows=None, done=None, save=None, log=print)
                             else None, **changes)
         t0 = time.time()
         gopts = dict(opts)
-        if spec.diversity == "strata":  # the zero-shot digit classifier of the noise-aware mnist-clip, uniform p(c)
-            from difflab.guidance.clip import zero_shot_classifier
-
-            gopts["classifier"] = zero_shot_classifier(load("mnist-clip"), [f"a photo of the digit {k}"
-                                                                             for k in range(10)])
+        if spec.diversity == "strata":  # the recipe's default: mnist-clip zero-shot over the digits, uniform p(c)
             opts["classifier"] = "mnist-clip zero-shot ('a photo of the digit k')"
         if gopts:  # options beyond the spec's fields (e.g. SPELL's radius): the same generate call, own guidance
             kw = spec.generate_kwargs(D, guidance=False)

@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from difflab.data.captions import measure, parse_digit
+from difflab.data.captions import ZERO_SHOT_PROMPT, measure, parse_digit
 
-ZERO_SHOT_PROMPT = "a photo of the digit {}"
 PROMPTS = ("a seven", "the number 3", "a handwritten zero", "an image of a bold 8", "two", "a 5",
            "a picture of the digit one", "4", "a thin six", "a nine slanted right")
 PAIRS = (("thickness", "a thick {}", "a thin {}"), ("slant", "a {} slanted right", "a {} slanted left"))

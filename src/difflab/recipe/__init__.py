@@ -61,7 +61,8 @@ class SamplingSpec:
       'feature'), ``pg_batch`` (particles coupled per group; None: the whole batch), ``pg_variant``.
     - diversity (difflab.guidance.diversity): ``diversity`` (a method of ``DIVERSITY_METHODS`` or
       ``'recommended'``; None: off), ``diversity_strength`` (None: the preset's, else 1), ``group_size`` (samples
-      coupled per group; None: 10). Sampling picks a batch size that is a multiple of the group size.
+      coupled per group; None: 10; ``strata`` steers by ``cg_model``, default mnist-clip zero-shot). Sampling picks
+      a batch size that is a multiple of the group size.
     - ``label``: one class label for every sample (None: cycle 0..K-1 on a class-conditional model).
     - inpainting (:mod:`difflab.guidance.inpaint`): ``inpaint`` (a dataset spec, e.g. 'mnist:test': sample k
       completes image ``inpaint_offset + k``), ``inpaint_mask`` (the region to regenerate: a mask name or a PNG);
@@ -251,21 +252,16 @@ class SamplingSpec:
 
     def guidance(self, D) -> list | None:
         """The guidance objects for model D, innermost first (CFG, classifier guidance, particle guidance)."""
-        from difflab.guidance import ClassifierGuidance, ParticleGuidance
+        from difflab.guidance import PRESETS, ClassifierGuidance, ParticleGuidance
 
         out = []
         if self.cfg_weight is not None:
             out.append(self._cfg(D))
         if self.autoguidance:
             out.append(self._autoguidance(D))
-        if self.cg_model:
-            from difflab.models import load
-
-            C = load(self.cg_model, device=self.device)
-            if getattr(C.difflab_config.model, "task", "") != "noisy_classifier":
-                raise ValueError(f"--cg-model {self.cg_model} is not a noise-conditional classifier "
-                                 "(train one with configs/noisy_classifier.yaml)")
-            out.append(ClassifierGuidance(C, scale=self.cg_scale, labels=self.label))
+        strata = self.diversity and PRESETS.get(self.diversity, (self.diversity,))[0] == "strata"
+        if self.cg_model and not strata:
+            out.append(ClassifierGuidance(self._classifier(), scale=self.cg_scale, labels=self.label))
         if self.clip_guidance:
             from difflab.guidance.clip import CLIPGuidance
             from difflab.models import load
@@ -286,12 +282,31 @@ class SamplingSpec:
         if self.diversity:
             from difflab.guidance import diversity
 
-            out.append(diversity(self.diversity, group_size=self.group(), strength=self.diversity_strength, model=D))
+            options = {"classifier": self._classifier()} if strata else {}
+            out.append(diversity(self.diversity, group_size=self.group(), strength=self.diversity_strength, model=D,
+                                 **options))
         if self.inpaint:  # last: the known pixels are imposed on the fully guided estimate
             from difflab.guidance.inpaint import Inpainting
 
             out.append(Inpainting())
         return out or None
+
+    def _classifier(self):
+        """The noise-conditional classifier of ``cg_model`` (classifier guidance, ``--diversity strata``): a noisy
+        classifier, or a contrastive text-image model used zero-shot over "a photo of the digit k" (strata's
+        default: the shipped mnist-clip)."""
+        from difflab.models import load
+
+        C = load(self.cg_model or "mnist-clip", device=self.device)
+        if hasattr(C, "encode_image"):
+            from difflab.data.captions import ZERO_SHOT_PROMPT
+            from difflab.guidance.clip import zero_shot_classifier
+
+            return zero_shot_classifier(C, [ZERO_SHOT_PROMPT.format(k) for k in range(10)])
+        if getattr(C.difflab_config.model, "task", "") != "noisy_classifier":
+            raise ValueError(f"--cg-model {self.cg_model} is neither a noise-conditional classifier "
+                             "(train one with configs/noisy_classifier.yaml) nor a contrastive text-image model")
+        return C
 
     def group(self) -> int | None:
         """Samples coupled per group: ``group_size`` (default 10) with a diversity method, ``pg_batch`` with PG."""
