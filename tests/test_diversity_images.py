@@ -77,6 +77,8 @@ def test_cond_quick_rows_share_seeds():
         assert set(r["per_class"]) == {"0", "1"} and r["seed"] == 0 and r["n_per_class"] == 10
         assert all(1 <= p["vendi"] <= 10 and p["fid_classifier"] >= 0 for p in r["per_class"].values())
     assert out["real mnist:train"]["class_accuracy_mean"] >= 0.9
+    floor = out["real mnist:train"]["floor"]  # 8 disjoint real subsets: their scatter, > 0
+    assert floor["subsets"] == 8 and floor["fid_classifier_mean"]["sd"] > 0 and floor["vendi_mean"]["mean"] >= 1
     assert out["iid"]["class_accuracy_mean"] >= 0.7  # the class asked for is the class drawn (labels aligned)
     assert out["ortho s0"]["per_class"] == out["iid"]["per_class"]  # same seeds and labels in every row
     assert out["cads s0.5"]["per_class"]["0"]["vendi"] != out["iid"]["per_class"]["0"]["vendi"]

@@ -233,7 +233,8 @@ def run_diversity(out: str = "outputs/reproduce/diversity", quick: bool = False,
     result = json.loads(open(path).read()) if os.path.exists(path) else {}
     if "a" in parts and result.get("config", {}).get("toy_groups") not in (None, groups):
         result.pop("toys", None)
-    result["config"] = {"parts": parts, "toy_groups": groups, "toy_steps": 100, "group": GROUP, "toy_sampler": "heun",
+    ran = sorted(set(result.get("config", {}).get("parts", [])) | set(parts))  # this run's and earlier runs' parts
+    result["config"] = {"parts": ran, "toy_groups": groups, "toy_steps": 100, "group": GROUP, "toy_sampler": "heun",
                         "mnist_n": n_mnist, "mnist_seed": 5, "mnist_steps": 18, "quick": bool(quick)}
     save = lambda: write_json(result, path, sort_keys=False)  # noqa: E731
     t0 = time.time()

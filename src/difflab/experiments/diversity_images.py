@@ -117,20 +117,38 @@ def class_scores(f: np.ndarray, labels, ref_f: np.ndarray, ref_labels, predicted
     return {**mean, "fid_classifier_overall": fid_from_features(f, ref_f), "per_class": per}
 
 
-def _real_row(per_class: int, classes) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``per_class`` mnist:train images of each class, class by class."""
+def _real_row(per_class: int, classes, subset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images ``subset * per_class`` .. ``(subset + 1) * per_class - 1`` of each class of mnist:train, class by
+    class (subset 0: the first ``per_class``; subsets are disjoint)."""
     from difflab.eval.features import dataset_images
 
     x, y = dataset_images("mnist:train")
-    idx = torch.cat([torch.nonzero(y == c).flatten()[:per_class] for c in classes])
+    lo = subset * per_class
+    idx = torch.cat([torch.nonzero(y == c).flatten()[lo:lo + per_class] for c in classes])
     return x[idx], y[idx]
 
 
+def real_floor(per_class: int, classes, ext, ref_f, ref_y, subsets: int = 8) -> dict:
+    """Mean and standard deviation over ``subsets`` disjoint real subsets (``per_class`` mnist:train images per
+    class) of the class-mean Vendi and FID and the overall FID: the scatter of these numbers at this n."""
+    from difflab.eval.features import extract
+
+    vals = {"vendi_mean": [], "fid_classifier_mean": [], "fid_classifier_overall": []}
+    for k in range(subsets):
+        x, y = _real_row(per_class, classes, k)
+        r = class_scores(extract(ext, x), y.numpy(), ref_f, ref_y)
+        for key in vals:
+            vals[key].append(r[key])
+    return {key: {"mean": float(np.mean(v)), "sd": float(np.std(v, ddof=1))} for key, v in vals.items()} | {
+        "subsets": subsets}
+
+
 def run_cond(per_class: int = 50, steps: int = 10, seed: int = 0, classes=tuple(range(10)), rows=None, done=None,
-             save=None, log=print, model="mnist-cond") -> dict:
+             save=None, log=print, model="mnist-cond", floor_subsets: int = 8) -> dict:
     """Part (d): every row of :data:`COND_ROWS` (and ``real``) with ``per_class`` samples of each class in
     ``classes``, as consecutive groups of 10 of one class; the same seed (so the same starting noise draws) for
-    every row; ``done`` rows with the same settings are kept (resumable)."""
+    every row; ``done`` rows with the same settings are kept (resumable). The real row also holds ``floor``
+    (:func:`real_floor` over ``floor_subsets`` disjoint real subsets)."""
     from difflab.eval import classifier as clf
     from difflab.eval.features import dataset_images, extract, get_extractor, reference_features
     from difflab.models import load
@@ -147,11 +165,12 @@ def run_cond(per_class: int = 50, steps: int = 10, seed: int = 0, classes=tuple(
     _, ref_y = dataset_images("mnist:test")
     labels = torch.tensor(classes).repeat_interleave(per_class)
     for row, changes in [("real mnist:train", None)] + list(rows or COND_ROWS):
-        if row in out and _fits(out[row], config):
+        if row in out and _fits(out[row], config) and (changes is not None or "floor" in out[row]):
             continue
         t0 = time.time()
         if changes is None:
             images, labels_used = _real_row(per_class, classes)
+            floor = real_floor(per_class, classes, ext, ref_f, ref_y.numpy(), subsets=floor_subsets)
         else:
             spec = SamplingSpec(sampler="heun", steps=steps, seed=seed, batch_size=100, **changes)
             images, _ = sample(D, spec, len(labels), cond={"class_labels": labels})
@@ -161,6 +180,8 @@ def run_cond(per_class: int = 50, steps: int = 10, seed: int = 0, classes=tuple(
         pred = clf.predict("digit-classifier", images).numpy()
         r = class_scores(f, labels_used.numpy(), ref_f, ref_y.numpy(), pred, classes)
         r.update(config, sampling=None if changes is None else dict(changes), sample_s=round(t_s, 1))
+        if changes is None:
+            r["floor"] = floor
         out[row] = r
         log(f"mnist-cond {row:18s} vendi/class {r['vendi_mean']:.3f}  vendi/10 {r['vendi_per_group_mean']:.3f}  "
             f"FID_clf/class {r['fid_classifier_mean']:.2f}  FID_clf all {r['fid_classifier_overall']:.3f}  "
@@ -209,5 +230,5 @@ def cond_markdown(rows: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CIRCLE_ROWS", "COND_ROWS", "circle_markdown", "class_scores", "cond_markdown", "run_circle", "run_cond",
-           "table_rows"]
+__all__ = ["CIRCLE_ROWS", "COND_ROWS", "circle_markdown", "class_scores", "cond_markdown", "real_floor", "run_circle",
+           "run_cond", "table_rows"]
