@@ -313,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_count("--n"), default=None, help="samples per row (thesis-modes, ntnu, diversity)")
     p.add_argument("--models", default=None, help="ntnu: folder holding ntnu-{linear,cosine}-T{1000,4000}")
     p.add_argument("--metrics", default=None, help="ntnu: metrics per row (default fid_inception,is)")
-    p.add_argument("--rows", default=None, help="ntnu: comma-separated row names to run (default: all), "
-                   "e.g. 'linear T1000 w0,cosine T4000 w0.2'")
+    p.add_argument("--rows", default=None, help="ntnu: comma-separated row names to run (default: all), e.g. "
+                   "'linear T1000 w0,cosine T4000 w0.2'; diversity: parts, e.g. 'c,d' (default a,b,c,d)")
 
     p = sub.add_parser("report", help="a static HTML page of a run, a sweep or an eval JSON (OUT/index.html)")
     p.add_argument("source", help="run folder, sweep folder or eval JSON file")

@@ -10,6 +10,7 @@
     (the mean and 95th percentile of that TV for n multinomial draws from the true weights).
 (b) mnist-uncond: modes per 10 (digit classifier), classifier-FID against mnist:test, class-marginal KL to
     uniform, IS, precision/recall/density/coverage and Vendi, via :func:`difflab.eval.run.evaluate_images`.
+(c) smmnist-circle and (d) mnist-cond per class: :mod:`difflab.experiments.diversity_images`.
 
 Rows are written to ``OUT/diversity.json`` as they finish; a rerun with the same settings skips rows already
 there (resumable). ``frontier.png`` plots modes per group against TV (toys) and classifier-FID (MNIST).
@@ -26,6 +27,7 @@ import torch
 
 from difflab.data.toy import GaussianMixture, ring_mixture
 from difflab.eval.modes import modes_per_group
+from difflab.experiments.diversity_images import CIRCLE_ROWS, COND_ROWS, run_circle, run_cond
 from difflab.guidance import diversity
 from difflab.sampling import generate
 from difflab.utils import write_json
@@ -116,6 +118,11 @@ def run_toys(groups: int = 500, steps: int = 100, seed: int = 0, rows=None, name
     return out
 
 
+# sizes of parts (c) and (d) (difflab.experiments.diversity_images), full and --quick
+CIRCLE_SIZES = {False: {"sequences": 40, "steps": 18, "seed": 0},
+                True: {"sequences": 4, "steps": 10, "seed": 0, "rows": CIRCLE_ROWS[:3]}}
+COND_SIZES = {False: {"per_class": 50, "steps": 10, "seed": 0},
+              True: {"per_class": 10, "steps": 10, "seed": 0, "classes": (0, 1), "rows": COND_ROWS[:3]}}
 # (row name, SamplingSpec changes) for mnist-uncond; every row on seed 5, Heun 18 steps (as in the issue)
 MNIST_ROWS = [
     ("iid", {}),
@@ -176,22 +183,31 @@ def plot_frontier(result: dict, path: str) -> str:
     import matplotlib.pyplot as plt
 
     toys = result.get("toys", {})
-    panels = [(name, block) for name, block in toys.items()] + ([("mnist-uncond", None)] if result.get("mnist") else [])
+    # (title, rows, x key, y key, x label, y label) of the image parts
+    image_panels = [("mnist-uncond", result.get("mnist"), "fid_classifier", "modes_per_10",
+                     "classifier-FID vs mnist:test (lower is better)", "modes per group of 10"),
+                    ("smmnist-circle", result.get("circle"), "quality_mean", "modes_per_history",
+                     "quality score, thesis eq. 4.5 (lower is better)", "directions per 8 futures"),
+                    ("mnist-cond per class", result.get("cond"), "fid_classifier_mean", "vendi_mean",
+                     "classifier-FID per class, mean (lower is better)", "Vendi within a class, mean")]
+    panels = [(name, block) for name, block in toys.items()] + [p for p in image_panels if p[1]]
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.6 * max(len(panels), 1), 4.2), squeeze=False)
-    for ax, (name, block) in zip(axes[0], panels, strict=False):
-        if block is not None:
+    for ax, (name, block, *keys) in zip(axes[0], panels, strict=False):
+        if keys:
+            xk, yk, xlabel, ylabel = keys
+            for row, r in block.items():
+                ax.scatter(r[xk], r[yk], s=30)
+                ax.annotate(row, (r[xk], r[yk]), fontsize=6)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+        else:
             rows = block["rows"]
             for row, r in rows.items():
                 ax.scatter(r["tv"], r["modes"], s=30)
                 ax.annotate(row, (r["tv"], r["modes"]), fontsize=6)
             ax.axvline(block["tv_iid_floor"]["p95"], ls="--", c="gray", lw=0.8)
             ax.set_xlabel("TV(pooled mode frequencies, true weights); dashed: i.i.d. p95")
-        else:
-            for row, r in result["mnist"].items():
-                ax.scatter(r["fid_classifier"], r["modes_per_10"], s=30)
-                ax.annotate(row, (r["fid_classifier"], r["modes_per_10"]), fontsize=6)
-            ax.set_xlabel("classifier-FID vs mnist:test (lower is better)")
-        ax.set_ylabel("modes per group of 10")
+            ax.set_ylabel("modes per group of 10")
         ax.set_title(name, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -199,24 +215,46 @@ def plot_frontier(result: dict, path: str) -> str:
     return path
 
 
+PARTS = ("a", "b", "c", "d")
+
+
+def parse_parts(parts) -> list[str]:
+    """'a,c' (or a list) -> ['a', 'c']; None: every part. a: exact 2-D mixtures, b: mnist-uncond,
+    c: smmnist-circle, d: mnist-cond per class."""
+    items = list(PARTS) if parts is None else [p.strip().lower() for p in
+                                                (parts.split(",") if isinstance(parts, str) else parts) if p.strip()]
+    bad = [p for p in items if p not in PARTS]
+    if bad or not items:
+        raise ValueError(f"diversity parts must be a comma list of {', '.join(PARTS)}, got {parts!r}")
+    return items
+
+
 def run_diversity(out: str = "outputs/reproduce/diversity", quick: bool = False, n: int | None = None,
-                  toy_groups: int | None = None, mnist: bool = True, log=print) -> dict:
-    """``difflab reproduce diversity``: parts (a) and (b), resumable; writes OUT/diversity.json and frontier.png."""
+                  toy_groups: int | None = None, mnist: bool = True, parts=None, log=print) -> dict:
+    """``difflab reproduce diversity [--rows PARTS]``: parts (a)-(d) (default all; ``mnist=False`` drops (b)),
+    resumable; writes OUT/diversity.json and frontier.png. ``n``: samples per row of (b)."""
+    parts = [p for p in parse_parts(parts) if mnist or p != "b"]
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "diversity.json")
     groups = toy_groups or (60 if quick else 500)
     n_mnist = n or (100 if quick else 2000)
     result = json.loads(open(path).read()) if os.path.exists(path) else {}
-    if result.get("config", {}).get("toy_groups") != groups:
-        result = {}
-    result["config"] = {"toy_groups": groups, "toy_steps": 100, "group": GROUP, "toy_sampler": "heun",
+    if "a" in parts and result.get("config", {}).get("toy_groups") not in (None, groups):
+        result.pop("toys", None)
+    ran = sorted(set(result.get("config", {}).get("parts", [])) | set(parts))  # this run's and earlier runs' parts
+    result["config"] = {"parts": ran, "toy_groups": groups, "toy_steps": 100, "group": GROUP, "toy_sampler": "heun",
                         "mnist_n": n_mnist, "mnist_seed": 5, "mnist_steps": 18, "quick": bool(quick)}
     save = lambda: write_json(result, path, sort_keys=False)  # noqa: E731
     t0 = time.time()
-    run_toys(groups, 100, 0, done=result.setdefault("toys", {}), save=save, log=log)
-    if mnist:
+    if "a" in parts:
+        run_toys(groups, 100, 0, done=result.setdefault("toys", {}), save=save, log=log)
+    if "b" in parts:
         rows = MNIST_ROWS[:2] if quick else None
         run_mnist(n_mnist, rows=rows, done=result.setdefault("mnist", {}), save=save, log=log)
+    if "c" in parts:
+        run_circle(**CIRCLE_SIZES[quick], done=result.setdefault("circle", {}), save=save, log=log)
+    if "d" in parts:
+        run_cond(**COND_SIZES[quick], done=result.setdefault("cond", {}), save=save, log=log)
     result["wall_s"] = result.get("wall_s", 0) + time.time() - t0
     save()
     result["frontier"] = plot_frontier(result, os.path.join(out, "frontier.png"))

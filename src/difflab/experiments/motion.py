@@ -43,16 +43,20 @@ def _variant(cfg) -> str:
 
 
 def _sampling(spec, D, samples_per_history: int) -> tuple[dict, int | None, int]:
-    """(generate kwargs, PG group size, chunk size) for ``spec``. Particle guidance couples the futures of one
-    history: ``pg_batch`` (default: all samples of a history) must divide the samples per history; chunks of
-    the batch are multiples of it, so every group holds futures of a single history."""
+    """(generate kwargs, group size, chunk size) for ``spec``. Particle guidance and the diversity methods couple
+    the futures of one history: ``pg_batch`` / ``group_size`` (default: all samples of a history) must divide the
+    samples per history; chunks of the batch are multiples of it, so every group holds futures of one history."""
     group = None
-    if spec.pg_weight:
-        group = spec.pg_batch or samples_per_history
+    if spec.pg_weight or spec.diversity:
+        flag, group = ("--group-size", spec.group_size) if spec.diversity else ("--pg-batch", spec.pg_batch)
+        group = group or samples_per_history
         if samples_per_history % group:
-            raise ValueError(f"--pg-batch ({group}) must divide the number of samples per history "
+            raise ValueError(f"{flag} ({group}) must divide the number of samples per history "
                              f"({samples_per_history}) so that particle groups do not mix histories")
-        spec = spec.replace(pg_batch=group)
+        if spec.pg_weight and spec.pg_batch not in (None, group):
+            raise ValueError(f"--pg-batch ({spec.pg_batch}) must equal --group-size ({group}) with --diversity")
+        spec = spec.replace(pg_batch=group if spec.pg_weight else None,
+                            group_size=group if spec.diversity else None)
     unit = group or 1
     chunk = max(unit, spec.batch_size - spec.batch_size % unit)
     return spec.generate_kwargs(D), group, chunk
@@ -69,8 +73,10 @@ def _print_table(title: str, rows: list[tuple[str, object]]):
 
 def _guidance_info(spec, group) -> dict:
     pg = bool(spec.pg_weight)
-    return {"pg_weight": float(spec.pg_weight), "pg_batch": group, "pg_kernel": spec.pg_kernel if pg else None,
-            "pg_variant": spec.pg_variant if pg else None}
+    return {"pg_weight": float(spec.pg_weight), "pg_batch": group if pg else None,
+            "pg_kernel": spec.pg_kernel if pg else None, "pg_variant": spec.pg_variant if pg else None,
+            "diversity": spec.diversity, "diversity_strength": spec.diversity_strength,
+            "group_size": group if spec.diversity else None}
 
 
 def _score(prev_u: torch.Tensor, gen_u: torch.Tensor, refs, otsu: bool = False) -> dict:
@@ -218,7 +224,9 @@ def run_motion(model, spec: SamplingSpec, sequences: int = 50, samples: int = 8,
         s = _score(prev_u, gen_u, refs)
         real = _score(to_unit(hist["history"][:, -1]), to_unit(hist["next_frames"][:, 0]), refs)
         q = s["quality"]
+        q_hist = q.double().reshape(N, M).mean(1)  # per history: its futures are coupled under PG / ortho
         r = {"quality_mean": float(q.mean()), "quality_median": float(q.median()),
+             "quality_sem": float(q_hist.std() / math.sqrt(N)) if N > 1 else float("nan"),
              "unusable_share": float((q > UNUSABLE_THRESHOLD).float().mean()),
              "no_direction_share": float((s["idx"] < 0).float().mean())}
         true_dir = hist["direction"].repeat_interleave(M)
@@ -233,7 +241,9 @@ def run_motion(model, spec: SamplingSpec, sequences: int = 50, samples: int = 8,
                      ("unimode centroid error [px]", r["position_error_px"])]
         else:
             idx = s["idx"].reshape(N, M)
-            r["modes_per_history"] = float(count_modes(idx).float().mean())
+            modes = count_modes(idx).double()
+            r["modes_per_history"] = float(modes.mean())
+            r["modes_per_history_sem"] = float(modes.std() / math.sqrt(N)) if N > 1 else float("nan")
             if variant == "horizontal":
                 has = s["idx"] >= 0
                 r["p_true"] = cfg.data.p_right

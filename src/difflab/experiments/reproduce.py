@@ -23,7 +23,8 @@ a smaller version (fewer sequences / samples); the size used is always recorded 
 - ``diversity``: issue 16's benchmark (:mod:`difflab.experiments.diversity`): every diversity method against
   i.i.d. on exact 2-D mixtures (modes per group, on-mode share, TV of pooled frequencies to the true weights
   with the i.i.d. floor) and on mnist-uncond (modes per 10, classifier-FID, class KL, IS, PRDC, Vendi),
-  resumable, with ``frontier.png``.
+  smmnist-circle (directions per 8 futures, quality score) and mnist-cond per class (Vendi, classifier-FID),
+  resumable, with ``frontier.png``; ``--rows c,d`` picks parts (a toys, b mnist-uncond, c circle, d mnist-cond).
 - ``thesis-figures``: ETH thesis Figures 3.3 / 5.1 (norm of the PG term against the ODE direction per step, L2 and
   IoU kernels) and 3.1 (UMAP of digit features: i.i.d., ``ortho``, PG), PNGs + results.json
   (:mod:`difflab.experiments.thesis_figures`; needs umap-learn).
@@ -142,11 +143,12 @@ def ntnu(out: Path, quick: bool = False, device: str = "cpu", n: int | None = No
     return result
 
 
-def diversity(out: Path, quick: bool = False, n: int | None = None) -> dict:
-    """Issue 16's diversity benchmark (toys + mnist-uncond), written to OUT/diversity.json and OUT/frontier.png."""
+def diversity(out: Path, quick: bool = False, n: int | None = None, parts: str | None = None) -> dict:
+    """Issue 16's diversity benchmark (parts a-d: toys, mnist-uncond, smmnist-circle, mnist-cond per class; ``parts``
+    e.g. 'c,d', default all), written to OUT/diversity.json and OUT/frontier.png."""
     from difflab.experiments.diversity import run_diversity
 
-    return run_diversity(str(out), quick=quick, n=n)
+    return run_diversity(str(out), quick=quick, n=n, parts=parts)
 
 
 def run_reproduce(name: str, out=None, quick: bool = False, device: str = "cpu", n: int | None = None,
@@ -162,7 +164,7 @@ def run_reproduce(name: str, out=None, quick: bool = False, device: str = "cpu",
 
         return run_ring(str(out), runs=20 if quick else 100, seed=0, quick=quick)
     if name == "diversity":
-        return diversity(out, quick, n)
+        return diversity(out, quick, n, rows)
     if name == "thesis-figures":
         from difflab.experiments.thesis_figures import run_thesis_figures
 
