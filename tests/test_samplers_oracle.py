@@ -209,6 +209,28 @@ def test_dpmpp_2m_matches_diffusers(net):
     assert_matches(ours, theirs)
 
 
+def test_dpmpp_2m_matches_diffusers_edm_dpmsolver(net):
+    """EDMDPMSolverMultistepScheduler (DPM-Solver++(2M) in EDM's sigma parametrisation, Karras grid) against
+    difflab's dpmpp_2m on an EDMPrecond of the same net: the network is called with diffusers' own input scaling
+    and noise conditioning (scale_model_input, timesteps = precondition_noise(sigma)). 16 steps: diffusers'
+    lower_order_final drops the second-last step to first order below 15."""
+    steps = 16
+    D = EDMPrecond(net, sigma_data=0.5)
+    sched = diffusers.EDMDPMSolverMultistepScheduler(sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, rho=7.0,
+                                                     solver_order=2, algorithm_type="dpmsolver++",
+                                                     prediction_type="epsilon", final_sigmas_type="zero")
+    sched.set_timesteps(steps)
+    sigmas = karras_sigmas(steps, 0.002, 80.0, 7.0)
+    assert torch.allclose(sched.sigmas, sigmas, rtol=1e-5)
+    x0 = x_vp_init() * 80.0
+    x = x0.clone()
+    for t in sched.timesteps:
+        F = net(sched.scale_model_input(x, t), t.expand(B))
+        x = sched.step(F, t, x).prev_sample
+    ours = SAMPLERS["dpmpp_2m"](D, x0, sigmas)
+    assert_matches(ours, x)
+
+
 def test_pc_matches_diffusers_score_sde_ve(net):
     """Song et al.'s VE predictor-corrector through diffusers' ScoreSdeVeScheduler (reverse-diffusion predictor,
     Langevin corrector with the snr rule on batch-averaged norms, i.e. difflab's ``snr_norm='batch'``).
