@@ -1,5 +1,5 @@
-"""Oracle tests for the stochastic low-NFE samplers of issue 17 (dpmpp_2s_ancestral, dpmpp_2m_sde, dpmpp_3m_sde) and
-the Brownian-tree noise.
+"""Oracle tests for the stochastic low-NFE samplers of issue 17 (dpmpp_2s_ancestral, dpmpp_sde, dpmpp_2m_sde,
+dpmpp_3m_sde) and the Brownian-tree noise.
 
 Two oracles:
 - k-diffusion's algorithms (``sample_dpmpp_2s_ancestral``, ``sample_dpmpp_2m_sde``, ``sample_dpmpp_3m_sde``,
@@ -279,6 +279,41 @@ def test_brownian_sde_sampler_matches_kdiffusion_with_tree_noise(name, order):
     ref = ref_dpmpp_multistep_sde(MIX, x, sig, order, 1.0, 1.0, z, "heun" if order == 3 else "midpoint")
     torch.testing.assert_close(SAMPLERS[name](MIX, x, sig, generator=gens, noise="brownian"), ref,
                                rtol=1e-10, atol=1e-10)
+
+
+def ref_dpmpp_sde(D, x, sigmas, eta, s_noise, r, z):
+    """k-diffusion's sample_dpmpp_sde: per step, with lambda = -ln sigma, h = lambda' - lambda, s = lambda + r h,
+    an ancestral DPM-Solver++(1) step sigma -> sigma_s from D(x; sigma), then one sigma -> sigma' from
+    (1 - 1/(2r)) D(x; sigma) + 1/(2r) D(x_2; sigma_s), each followed by noise z(a, b) over its own interval
+    ([sigma_s, sigma], then [sigma', sigma]: on one Brownian path the second contains the first); Euler to 0."""
+    sigmas = [float(v) for v in sigmas]
+    for s, s_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        d = call(D, x, s)
+        if s_next == 0:
+            x = x + (s_next - s) * (x - d) / s
+            continue
+        lam, lam_next = -math.log(s), -math.log(s_next)
+        sig_s = math.exp(-(lam + r * (lam_next - lam)))
+        outs = []
+        for target in (sig_s, s_next):
+            s_up = min(target, eta * math.sqrt(target**2 * (s**2 - target**2) / s**2))
+            outs.append((math.sqrt(target**2 - s_up**2), s_up))
+        (sd1, su1), (sd2, su2) = outs
+        x_2 = (sd1 / s) * x - math.expm1(math.log(sd1) - math.log(s)) * d + z(s, sig_s) * s_noise * su1
+        d_d = (1 - 1 / (2 * r)) * d + 1 / (2 * r) * call(D, x_2, sig_s)
+        x = (sd2 / s) * x - math.expm1(math.log(sd2) - math.log(s)) * d_d + z(s, s_next) * s_noise * su2
+    return x
+
+
+@pytest.mark.parametrize("eta,s_noise,r", [(1.0, 1.0, 0.5), (0.5, 0.8, 0.5), (1.0, 1.0, 0.3)])
+def test_dpmpp_sde_matches_kdiffusion_with_tree_noise(eta, s_noise, r):
+    """dpmpp_sde (k-diffusion's sample_dpmpp_sde) with noise='brownian' against the reference above fed the same
+    per-sample Brownian trees over [sigma_min, sigma_max] of the grid."""
+    x, sig = _mixture_start(), karras_sigmas(8, 0.002, SIG)
+    gens = make_generators(5, x.shape[0])
+    ref = ref_dpmpp_sde(MIX, x, sig, eta, s_noise, r, tree_noise(x, float(sig[-2]), float(sig[0]), gens))
+    ours = SAMPLERS["dpmpp_sde"](MIX, x, sig, generator=gens, noise="brownian", eta=eta, s_noise=s_noise, r=r)
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-10)
 
 
 BROWNIAN = ["dpmpp_sde", "dpmpp_2m_sde", "dpmpp_3m_sde"]
