@@ -91,13 +91,13 @@ COND_ROWS = [
 
 # mnist-latent (PG in latent space or on the decoded images; docs/results.md "Diversity on latents vs decoded images"):
 # the RBF kernel on the denoised latents, the same kernel on their decoded images, and the digit-features kernel
-# on the decoded images (part (d)'s feature kernel), each at k_PG 3 and 10, groups of 10 of one class.
+# on the decoded images (part (d)'s feature kernel), each at k_PG 1, 3 and 10, groups of 10 of one class.
 _PG = {"pg_batch": COND_GROUP}
 LATENT_ROWS = COND_ROWS[:2] + [
     (f"pg {name} w{w:g}", {"pg_weight": w, **kernel, **_PG})
     for name, kernel in [("rbf on latents", {}), ("rbf on decoded", {"pg_kernel": "feature", "pg_features": "pixels"}),
                          ("digit-features on decoded", {"pg_kernel": "feature"})]
-    for w in (3.0, 10.0)]
+    for w in (1.0, 3.0, 10.0)]
 
 
 def class_scores(f: np.ndarray, labels, ref_f: np.ndarray, ref_labels, predicted=None, classes=None,
