@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from difflab.experiments.diversity import CIRCLE_SIZES, COND_SIZES, parse_parts
-from difflab.experiments.diversity_images import CIRCLE_ROWS, class_scores, run_circle, run_cond, table_rows
+from difflab.experiments.diversity_images import CIRCLE_ROWS, LATENT_ROWS, class_scores, run_circle, run_cond, table_rows
 
 ORTHO0 = {"diversity": "ortho", "diversity_strength": 0.0}  # strength 0 = i.i.d.: the same samples on the same seeds
 
@@ -37,12 +37,15 @@ def test_class_scores_analytic():
     assert math.isclose(r2["per_class"]["0"]["vendi"], 1.0, abs_tol=1e-6)
     assert math.isclose(r2["per_class"]["1"]["vendi"], 4.0, rel_tol=1e-6)
     assert math.isclose(r2["per_class"]["1"]["vendi_per_group"], 4.0, rel_tol=1e-6)
+    # mean pairwise distance within groups of 4: 0 for identical features, sqrt 2 for orthonormal ones
+    assert r2["per_class"]["0"]["distance_per_group"] == 0.0
+    assert math.isclose(r2["per_class"]["1"]["distance_per_group"], math.sqrt(2), rel_tol=1e-6)
     with pytest.raises(ValueError, match="at least 2"):
         class_scores(fake[:1], y[:1], ref, ref_y)
 
 
 def test_parse_parts():
-    assert parse_parts(None) == ["a", "b", "c", "d"] and parse_parts("c, d") == ["c", "d"]
+    assert parse_parts(None) == ["a", "b", "c", "d", "latent"] and parse_parts("c, d") == ["c", "d"]
     with pytest.raises(ValueError, match="comma list"):
         parse_parts("c,e")
     assert CIRCLE_SIZES[True]["rows"][0][0] == "iid" and COND_SIZES[True]["rows"][0][0] == "iid"
@@ -95,3 +98,18 @@ def test_motion_groups_follow_the_diversity_group():
     with pytest.raises(ValueError, match=r"--pg-batch \(4\) must equal --group-size \(8\)"):
         run_motion("smmnist-circle", SamplingSpec(steps=2, diversity="ortho", group_size=8, pg_weight=1.0,
                                                   pg_batch=4), 1, 8)
+
+
+def test_latent_quick_rows_pg_on_latents_and_on_decoded_images():
+    """Part "latent": mnist-latent per class, i.i.d. and PG with the kernel on the latents and on the decoded
+    images, on the same seeds and labels; the two kernels act differently."""
+    torch.set_num_threads(1)
+    rows = dict(LATENT_ROWS)
+    rows = [("iid", {}), ("ortho s0", {**ORTHO0, "group_size": 10})] + [
+        (k, rows[k]) for k in ("pg rbf on latents w10", "pg rbf on decoded w10")]
+    out = run_cond(per_class=10, steps=6, classes=(0, 1), rows=rows, log=lambda s: None, model="mnist-latent",
+                   floor_subsets=2)
+    assert out["ortho s0"]["per_class"] == out["iid"]["per_class"]  # same seeds and labels in every row
+    assert out["iid"]["class_accuracy_mean"] >= 0.7
+    lat, dec = out["pg rbf on latents w10"], out["pg rbf on decoded w10"]
+    assert len({lat["distance_per_group_mean"], dec["distance_per_group_mean"], out["iid"]["distance_per_group_mean"]}) == 3

@@ -78,3 +78,32 @@ def test_cli_inpaint_writes_the_completions_in_order(tmp_path, monkeypatch):
     assert z["samples"].shape == (3, 1, 28, 28)
     assert np.abs((z["samples"] - x0[2:5].numpy()) * keep).max() <= 1e-3
     assert main(["sample", "mnist-uncond", "--inpaint", "mnist:test", "--n", "2", "--out", "d.png"]) == 2
+
+
+@pytest.mark.parametrize("steps,resample", [(3, 1), (3, 2), (6, 5)])
+def test_repaint_nfe(steps, resample):
+    """2 R (N - 1) + 1 evaluations of D for N steps (the last step, to sigma 0, is one Euler step, not resampled)."""
+    calls = []
+
+    def D(x, sigma, **cond):
+        calls.append(1)
+        return _gauss(x, sigma)
+
+    sig = karras_sigmas(steps, 0.002, 80.0)
+    SAMPLERS["repaint"](D, torch.randn(2, 3), sig, resample=resample, generator=torch.Generator().manual_seed(0))
+    assert len(calls) == 2 * resample * (steps - 1) + 1
+
+
+def test_inpaint_agreement_columns_keep_the_first_column():
+    """A RePaint column completes the same digits with known pixels exact, and adding it leaves the Heun column as
+    it was (the published numbers stay reproducible)."""
+    from difflab.experiments.inpaint import inpaint_agreement
+    from difflab.recipe import SamplingSpec
+
+    spec = SamplingSpec(steps=3, seed=0, batch_size=4)
+    plain = inpaint_agreement("mnist-uncond", spec, n=4, masks=("center",))["rows"]["center"]
+    r = inpaint_agreement("mnist-uncond", spec, n=4, masks=("center",),
+                          variants={"repaint R2": {"sampler": "repaint", "resample": 2}})["rows"]["center"]
+    assert {k: v for k, v in r.items() if k not in ("wall_s", "repaint R2")} == {
+        k: v for k, v in plain.items() if k != "wall_s"}
+    assert r["repaint R2"]["known_max_abs_diff"] <= 1e-4 and 0 <= r["repaint R2"]["completed"] <= 1

@@ -132,3 +132,66 @@ def test_shipped_latent_model_samples_through_the_cli(tmp_path):
         assert e.code in (0, None)
     x = torch.from_numpy(__import__("numpy").load(out.with_suffix(".npz"))["samples"])
     assert x.shape[-2:] == (28, 28) and float(x.abs().max()) <= 1.0
+
+
+class _LatentGauss:
+    """The exact denoiser of N(0, I) latents, with a ``decode`` member (a linear map to 'images')."""
+
+    def __init__(self, decode):
+        self.decode = decode
+
+    def __call__(self, z, sigma, **cond):
+        return z / (1 + torch.as_tensor(sigma, dtype=z.dtype).reshape(-1, *[1] * (z.ndim - 1)) ** 2)
+
+
+def _pg_delta(D, features=None, kernel="rbf"):
+    """D' - D of particle guidance (k_PG = 1) on one group of 6 latents [6, 2, 3, 3] at sigma 1."""
+    from difflab.guidance import ParticleGuidance
+
+    z = torch.randn(6, 2, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sigma = torch.ones(6, dtype=torch.float64)
+    pg = ParticleGuidance(1.0, kernel=kernel, features=features, schedule="constant")
+    return pg.wrap(D)(z, sigma) - D(z, sigma)
+
+
+def test_pg_feature_kernel_on_decoded_images_sees_only_what_the_decoder_keeps():
+    """decode = keep latent channel 0 only: the decoded-image kernel cannot see channel 1, so PG leaves it alone
+    (D is diagonal), while the RBF kernel on the latents moves both channels."""
+    from difflab.guidance.particle import decoded_features
+    from difflab.models import embedding
+
+    D = _LatentGauss(lambda z: z[:, :1])
+    on_decoded = _pg_delta(D, decoded_features(D, embedding("pixels")), kernel="feature")
+    on_latents = _pg_delta(D)
+    assert float(on_decoded[:, 1].abs().max()) == 0.0 and float(on_decoded[:, 0].abs().max()) > 1e-3
+    assert float(on_latents[:, 1].abs().max()) > 1e-3
+
+
+def test_pg_on_images_decoded_by_nearest_upsampling_equals_pg_on_latents():
+    """Nearest 2x upsampling scales every squared distance by 4, and the median bandwidth with it: the kernel,
+    hence the guidance, is the same as the RBF kernel on the latents."""
+    from difflab.guidance.particle import decoded_features
+    from difflab.models import embedding
+
+    D = _LatentGauss(lambda z: z.repeat_interleave(2, -1).repeat_interleave(2, -2))
+    on_decoded = _pg_delta(D, decoded_features(D, embedding("pixels")), kernel="feature")
+    assert torch.allclose(on_decoded, _pg_delta(D), atol=1e-12) and float(on_decoded.abs().max()) > 1e-3
+    assert decoded_features(lambda x, s: x, embedding("pixels"))(torch.ones(2, 1, 2, 2)).shape == (2, 4)  # no decode
+
+
+def test_shipped_latent_model_pg_kernel_on_decoded_images():
+    """`--pg-kernel feature` on mnist-latent compares the decoded 28x28 images (pixels, or the digit-features
+    embedding of them), with a gradient that reaches the latents through the VAE decoder."""
+    from difflab.guidance import ParticleGuidance
+
+    D = load("mnist-latent")
+    z = torch.randn(4, *model_shape(D), generator=torch.Generator().manual_seed(0)).requires_grad_(True)
+    for features, width in (("pixels", 28 * 28), (None, None)):
+        spec = SamplingSpec(steps=3, pg_weight=3.0, pg_kernel="feature", pg_features=features, pg_batch=2)
+        (pg,) = [g for g in spec.guidance(D) if isinstance(g, ParticleGuidance)]
+        f = pg.features(z)
+        assert f.shape[0] == 4 and (width is None or f.shape[1] == width)
+        (grad,) = torch.autograd.grad(f.square().sum(), z)
+        assert float(grad.abs().max()) > 0
+        x, _ = sample(D, spec, 4, cond={"class_labels": torch.tensor([3, 3, 5, 5])})
+        assert x.shape == (4, 1, 28, 28) and torch.isfinite(x).all()

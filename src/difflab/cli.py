@@ -122,9 +122,9 @@ def add_sampling_args(p: argparse.ArgumentParser, steps_default=18):
     p.add_argument("--pg-weight", type=F("pg_weight"), default=0.0, help="particle guidance k_PG")
     p.add_argument("--pg-kernel", default="rbf", help="rbf | iou | feature")
     p.add_argument("--pg-features", default=None,
-                   help="--pg-kernel feature: the classifier whose embedding the kernel compares (shipped name or "
-                        "run dir; default digit-features, a network separate from the digit-classifier that counts "
-                        "modes)")
+                   help="--pg-kernel feature: the classifier whose embedding the kernel compares (shipped name, run "
+                        "dir or 'pixels'; default digit-features, a network separate from the digit-classifier that "
+                        "counts modes; on a latent model: of the decoded images)")
     p.add_argument("--pg-batch", type=F("pg_batch"), default=None,
                    help="particles coupled by PG (default: the whole batch)")
     p.add_argument("--pg-variant", default="paper", help="paper | thesis")
@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default=None, help="ntnu: folder holding ntnu-{linear,cosine}-T{1000,4000}")
     p.add_argument("--metrics", default=None, help="ntnu: metrics per row (default fid_inception,is)")
     p.add_argument("--rows", default=None, help="ntnu: comma-separated row names to run (default: all), e.g. "
-                   "'linear T1000 w0,cosine T4000 w0.2'; diversity: parts, e.g. 'c,d' (default a,b,c,d)")
+                   "'linear T1000 w0,cosine T4000 w0.2'; diversity: parts, e.g. 'c,d' or 'latent' (default all)")
 
     p = sub.add_parser("report", help="a static HTML page of a run, a sweep or an eval JSON (OUT/index.html)")
     p.add_argument("source", help="run folder, sweep folder or eval JSON file")

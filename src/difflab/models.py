@@ -238,7 +238,10 @@ def embedding(model="digit-features", device=None):
     """A differentiable ``features(x) -> [B, F]`` for particle guidance's feature kernel (Corso et al. 2023 compare
     particles in a learned embedding, DINO there): the classifier's penultimate embedding of images in [-1, 1].
     Unlike :func:`difflab.eval.classifier.prepare` nothing is clamped, so the gradient reaches every pixel.
-    Parameters are frozen."""
+    Parameters are frozen. ``model="pixels"``: the flattened pixels themselves (the RBF kernel, e.g. on a latent
+    model's decoded images)."""
+    if model == "pixels":
+        return lambda x: x.flatten(1)
     net = load_classifier(model, device)
     if not hasattr(net, "features"):
         raise ValueError(f"{model}: a feature kernel needs a classifier with a .features(x) embedding")

@@ -27,7 +27,7 @@ import torch
 
 from difflab.data.toy import GaussianMixture, ring_mixture
 from difflab.eval.modes import modes_per_group
-from difflab.experiments.diversity_images import CIRCLE_ROWS, COND_ROWS, run_circle, run_cond
+from difflab.experiments.diversity_images import CIRCLE_ROWS, COND_ROWS, LATENT_ROWS, run_circle, run_cond
 from difflab.guidance import diversity
 from difflab.sampling import generate
 from difflab.utils import write_json
@@ -123,6 +123,10 @@ CIRCLE_SIZES = {False: {"sequences": 40, "steps": 18, "seed": 0},
                 True: {"sequences": 4, "steps": 10, "seed": 0, "rows": CIRCLE_ROWS[:3]}}
 COND_SIZES = {False: {"per_class": 50, "steps": 10, "seed": 0},
               True: {"per_class": 10, "steps": 10, "seed": 0, "classes": (0, 1), "rows": COND_ROWS[:3]}}
+# part "latent": part (d)'s measurement on mnist-latent (Heun 18 steps, the pixel-vs-latent table's setting)
+LATENT_SIZES = {False: {"per_class": 50, "steps": 18, "seed": 0, "rows": LATENT_ROWS, "model": "mnist-latent"},
+                True: {"per_class": 10, "steps": 10, "seed": 0, "classes": (0, 1), "rows": [LATENT_ROWS[i] for i in (0, 4, 7)],
+                       "model": "mnist-latent"}}
 # (row name, SamplingSpec changes) for mnist-uncond; every row on seed 5, Heun 18 steps (as in the issue)
 MNIST_ROWS = [
     ("iid", {}),
@@ -189,6 +193,8 @@ def plot_frontier(result: dict, path: str) -> str:
                     ("smmnist-circle", result.get("circle"), "quality_mean", "modes_per_history",
                      "quality score, thesis eq. 4.5 (lower is better)", "directions per 8 futures"),
                     ("mnist-cond per class", result.get("cond"), "fid_classifier_mean", "vendi_mean",
+                     "classifier-FID per class, mean (lower is better)", "Vendi within a class, mean"),
+                    ("mnist-latent per class", result.get("latent"), "fid_classifier_mean", "vendi_mean",
                      "classifier-FID per class, mean (lower is better)", "Vendi within a class, mean")]
     panels = [(name, block) for name, block in toys.items()] + [p for p in image_panels if p[1]]
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.6 * max(len(panels), 1), 4.2), squeeze=False)
@@ -215,12 +221,12 @@ def plot_frontier(result: dict, path: str) -> str:
     return path
 
 
-PARTS = ("a", "b", "c", "d")
+PARTS = ("a", "b", "c", "d", "latent")
 
 
 def parse_parts(parts) -> list[str]:
     """'a,c' (or a list) -> ['a', 'c']; None: every part. a: exact 2-D mixtures, b: mnist-uncond,
-    c: smmnist-circle, d: mnist-cond per class."""
+    c: smmnist-circle, d: mnist-cond per class, latent: mnist-latent per class (PG on latents / decoded images)."""
     items = list(PARTS) if parts is None else [p.strip().lower() for p in
                                                 (parts.split(",") if isinstance(parts, str) else parts) if p.strip()]
     bad = [p for p in items if p not in PARTS]
@@ -231,8 +237,8 @@ def parse_parts(parts) -> list[str]:
 
 def run_diversity(out: str = "outputs/reproduce/diversity", quick: bool = False, n: int | None = None,
                   toy_groups: int | None = None, mnist: bool = True, parts=None, log=print) -> dict:
-    """``difflab reproduce diversity [--rows PARTS]``: parts (a)-(d) (default all; ``mnist=False`` drops (b)),
-    resumable; writes OUT/diversity.json and frontier.png. ``n``: samples per row of (b)."""
+    """``difflab reproduce diversity [--rows PARTS]``: parts (a)-(d) and latent (default all; ``mnist=False`` drops
+    (b)), resumable; writes OUT/diversity.json and frontier.png. ``n``: samples per row of (b)."""
     parts = [p for p in parse_parts(parts) if mnist or p != "b"]
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, "diversity.json")
@@ -255,6 +261,8 @@ def run_diversity(out: str = "outputs/reproduce/diversity", quick: bool = False,
         run_circle(**CIRCLE_SIZES[quick], done=result.setdefault("circle", {}), save=save, log=log)
     if "d" in parts:
         run_cond(**COND_SIZES[quick], done=result.setdefault("cond", {}), save=save, log=log)
+    if "latent" in parts:
+        run_cond(**LATENT_SIZES[quick], done=result.setdefault("latent", {}), save=save, log=log)
     result["wall_s"] = result.get("wall_s", 0) + time.time() - t0
     save()
     result["frontier"] = plot_frontier(result, os.path.join(out, "frontier.png"))

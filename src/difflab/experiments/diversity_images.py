@@ -89,13 +89,24 @@ COND_ROWS = [
 ]
 
 
+# mnist-latent (PG in latent space or on the decoded images; docs/results.md "Diversity on latents vs decoded images"):
+# the RBF kernel on the denoised latents, the same kernel on their decoded images, and the digit-features kernel
+# on the decoded images (part (d)'s feature kernel), each at k_PG 1, 3 and 10, groups of 10 of one class.
+_PG = {"pg_batch": COND_GROUP}
+LATENT_ROWS = COND_ROWS[:2] + [
+    (f"pg {name} w{w:g}", {"pg_weight": w, **kernel, **_PG})
+    for name, kernel in [("rbf on latents", {}), ("rbf on decoded", {"pg_kernel": "feature", "pg_features": "pixels"}),
+                         ("digit-features on decoded", {"pg_kernel": "feature"})]
+    for w in (1.0, 3.0, 10.0)]
+
+
 def class_scores(f: np.ndarray, labels, ref_f: np.ndarray, ref_labels, predicted=None, classes=None,
                  group: int = COND_GROUP) -> dict:
     """Per class c (of ``classes``, default every label present): Vendi of the features ``f`` of class c (all of
-    them, and the mean over consecutive groups of ``group``), classifier-FID against ``ref_f[ref_labels == c]``
-    and, with ``predicted``, the share classified as c; plus the means over classes and the overall FID of all
-    of ``f`` against all of ``ref_f``."""
-    from difflab.eval.diversity import vendi_score
+    them, and the mean over consecutive groups of ``group``), the mean pairwise L2 distance of the features
+    within those groups, classifier-FID against ``ref_f[ref_labels == c]`` and, with ``predicted``, the share
+    classified as c; plus the means over classes and the overall FID of all of ``f`` against all of ``ref_f``."""
+    from difflab.eval.diversity import mean_pairwise_distance, vendi_score
     from difflab.eval.fid import fid_from_features
 
     labels, ref_labels = np.asarray(labels).reshape(-1), np.asarray(ref_labels).reshape(-1)
@@ -109,6 +120,7 @@ def class_scores(f: np.ndarray, labels, ref_f: np.ndarray, ref_labels, predicted
         per[str(c)] = {"n": int(len(fc)), "vendi": vendi_score(fc),
                        "vendi_per_group": float(np.mean([vendi_score(fc[s:s + g])
                                                          for s in range(0, len(fc) - g + 1, g)])),
+                       "distance_per_group": mean_pairwise_distance(torch.as_tensor(fc), group_size=g),
                        "fid_classifier": fid_from_features(fc, ref_f[ref_labels == c])}
         if predicted is not None:
             per[str(c)]["class_accuracy"] = float((np.asarray(predicted).reshape(-1)[labels == c] == c).mean())
@@ -183,7 +195,8 @@ def run_cond(per_class: int = 50, steps: int = 10, seed: int = 0, classes=tuple(
         if changes is None:
             r["floor"] = floor
         out[row] = r
-        log(f"mnist-cond {row:18s} vendi/class {r['vendi_mean']:.3f}  vendi/10 {r['vendi_per_group_mean']:.3f}  "
+        log(f"{model if isinstance(model, str) else 'model'} {row:18s} vendi/class {r['vendi_mean']:.3f}  "
+            f"vendi/10 {r['vendi_per_group_mean']:.3f}  dist/10 {r['distance_per_group_mean']:.2f}  "
             f"FID_clf/class {r['fid_classifier_mean']:.2f}  FID_clf all {r['fid_classifier_overall']:.3f}  "
             f"class acc {r['class_accuracy_mean']:.3f} ({t_s:.0f} s)")
         if save:
@@ -215,10 +228,11 @@ def circle_markdown(rows: dict) -> str:
 
 def cond_markdown(rows: dict) -> str:
     """The part (d) tables of docs/results.md: means over classes, then Vendi / FID per class."""
-    lines = ["| row | Vendi per class | Vendi per 10 | classifier-FID per class (mean) | classifier-FID overall | "
-             "class accuracy |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| row | Vendi per class | Vendi per 10 | feature distance per 10 | classifier-FID per class (mean) | "
+             "classifier-FID overall | class accuracy |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for k, r in rows.items():
-        lines.append(f"| {k} | {r['vendi_mean']:.3f} | {r['vendi_per_group_mean']:.3f} | "
+        dist = f"{r['distance_per_group_mean']:.2f}" if "distance_per_group_mean" in r else "-"
+        lines.append(f"| {k} | {r['vendi_mean']:.3f} | {r['vendi_per_group_mean']:.3f} | {dist} | "
                      f"{r['fid_classifier_mean']:.2f} | {r['fid_classifier_overall']:.3f} | "
                      f"{r['class_accuracy_mean']:.3f} |")
     classes = list(next(iter(rows.values()))["per_class"]) if rows else []
@@ -230,5 +244,5 @@ def cond_markdown(rows: dict) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["CIRCLE_ROWS", "COND_ROWS", "circle_markdown", "class_scores", "cond_markdown", "real_floor", "run_circle",
-           "run_cond", "table_rows"]
+__all__ = ["CIRCLE_ROWS", "COND_ROWS", "LATENT_ROWS", "circle_markdown", "class_scores", "cond_markdown", "real_floor",
+           "run_circle", "run_cond", "table_rows"]

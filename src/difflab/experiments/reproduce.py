@@ -13,7 +13,8 @@ a smaller version (fewer sequences / samples); the size used is always recorded 
   deterministic Heun, stochastic (S_churn 0.9) and PG (k_PG 3, B 2), plus the thesis' 0.1 start-noise scale.
 - ``thesis-heatmaps``: ETH thesis Figure 3.2, the k_PG x S_churn sweep (configs/sweep_pg_mnist.yaml).
 - ``inpainting``: per mask, how often the digit classifier reads the original label in the completion of
-  mnist:test digits by ``mnist-uncond`` (Heun, 10 steps), against the originals and the kept part alone.
+  mnist:test digits by ``mnist-uncond`` (Heun, 10 steps; RePaint R = 2 and 5 on the same grid and seed, and Heun 46
+  steps at RePaint R5's NFE: ``difflab.experiments.inpaint.VARIANTS``), against the originals and the kept part alone.
 - ``ntnu``: NTNU MNIST paper Tables 1-3 on four models trained with configs/ntnu_ddpm.yaml (linear / cosine
   betas x T = 1000 / 4000; ``--models DIR`` holds ``ntnu-{linear,cosine}-T{1000,4000}``, run dirs or exported
   folders): DDPM ancestral over all T steps with CFG w in {0, 0.2, 0.5} ('ntnu' convention,
@@ -176,9 +177,10 @@ def run_reproduce(name: str, out=None, quick: bool = False, device: str = "cpu",
     if name == "ntnu":
         result = ntnu(out, quick, device, n, models, metrics, rows)
     elif name == "inpainting":
-        from difflab.experiments.inpaint import inpaint_agreement
+        from difflab.experiments.inpaint import VARIANTS, inpaint_agreement
 
-        result = inpaint_agreement("mnist-uncond", _spec(device, 100, steps=10), n=n or (20 if quick else 200))
+        result = inpaint_agreement("mnist-uncond", _spec(device, 100, steps=10), n=n or (20 if quick else 200),
+                                   variants=VARIANTS)
     else:
         result = thesis_modes(quick, device, n) if name == "thesis-modes" else thesis_prior(quick, device)
     result["wall_s"] = time.time() - t0

@@ -58,6 +58,10 @@ see CFG's doubled batch [x; x] and couple each particle with its own uncondition
 ``group_size``: particles interact only within consecutive groups of that size (runs x particles in one
 batch); ``reference``: a tensor of earlier samples the particles are also repelled from (they do not move;
 with ``on="denoised"`` they are taken as clean samples).
+
+Latent diffusion (a D with the protocol's ``decode`` member, e.g. ``mnist-latent``): the RBF kernel compares the
+latents themselves; :func:`decoded_features` makes a feature kernel compare the *decoded images* (the features of
+``decode(z)``), the gradient flowing back through the decoder to the latents.
 """
 
 from __future__ import annotations
@@ -286,3 +290,17 @@ class ParticleGuidance(Guidance):
     @staticmethod
     def _norm(v: torch.Tensor) -> torch.Tensor:
         return v.detach().reshape(v.shape[0], -1).norm(dim=1)
+
+
+def decoded_features(D, features: Callable) -> Callable:
+    """``features`` of D's decoded samples, ``z -> features(D.decode(z))``, for a feature kernel on a latent model
+    (the decoder is differentiable, so PG's gradient reaches the latents); ``features`` itself when D has no
+    ``decode`` member (pixel models). A cascade, whose decode samples a second model, cannot be decoded here."""
+    dec = member(D, "decode")
+    if dec is None:
+        return features
+
+    def through_decoder(z: torch.Tensor) -> torch.Tensor:
+        return features(dec(z))
+
+    return through_decoder

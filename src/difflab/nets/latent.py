@@ -64,8 +64,8 @@ class VAECodec(nn.Module):
             self.scale.fill_(1.0 / float(mean.float().std()))
         return mean * self.scale
 
-    @torch.no_grad()
     def decode(self, z, **_):
+        # Differentiable in z (a feature kernel of particle guidance on decoded images); the weights are frozen.
         if float(self.scale) == 0.0:
             raise ValueError("this latent model's scale factor is unset (it was never trained)")
         return self.ae.decode(z / self.scale).clamp(-1, 1)

@@ -58,7 +58,8 @@ class SamplingSpec:
       for the model's shipped guide), ``ag_weight`` (w, 1: off; None: the recommended weight, else 2).
     - classifier guidance: ``cg_model`` (a noise-conditional classifier, shipped name or run dir), ``cg_scale``.
     - particle guidance (Corso et al. 2023): ``pg_weight`` (0: off), ``pg_kernel``, ``pg_features`` (kernel
-      'feature'), ``pg_batch`` (particles coupled per group; None: the whole batch), ``pg_variant``.
+      'feature': a classifier's embedding, or 'pixels'; on a latent model, of the decoded images), ``pg_batch``
+      (particles coupled per group; None: the whole batch), ``pg_variant``.
     - diversity (difflab.guidance.diversity): ``diversity`` (a method of ``DIVERSITY_METHODS`` or
       ``'recommended'``; None: off), ``diversity_strength`` (None: the preset's, else 1), ``group_size`` (samples
       coupled per group; None: 10; ``strata`` steers by ``cg_model``, default mnist-clip zero-shot). Sampling picks
@@ -274,9 +275,10 @@ class SamplingSpec:
         if self.pg_weight:
             features = None
             if self.pg_kernel == "feature":
+                from difflab.guidance.particle import decoded_features
                 from difflab.models import embedding
 
-                features = embedding(self.pg_features or "digit-features", device=self.device)
+                features = decoded_features(D, embedding(self.pg_features or "digit-features", device=self.device))
             out.append(ParticleGuidance(weight=self.pg_weight, kernel=self.pg_kernel, variant=self.pg_variant,
                                         group_size=self.pg_batch, features=features))
         if self.diversity:

@@ -6,7 +6,8 @@ generated region has more steps in which to harmonise with the known one (use it
 Each step from ``sigma`` to ``sigma_next`` is a Heun step of the probability-flow ODE (Karras et al. 2022,
 Algorithm 1; Euler to sigma = 0). The jump back adds ``sqrt(sigma^2 - sigma_next^2) * z``: the forward process
 from ``sigma_next`` to ``sigma`` (the variance-exploding form of RePaint's ``x_t ~ N(sqrt(1 - beta) x_{t-1}, beta I)``).
-NFE: ``resample * (2 N - 1)`` for N steps."""
+NFE: ``2 resample (N - 1) + 1`` for N steps (the last step, to sigma = 0, is a single Euler step and is not
+resampled)."""
 
 from __future__ import annotations
 
