@@ -155,5 +155,5 @@ def test_recipe_wires_strata_to_a_zero_shot_classifier_and_refuses_other_models(
     assert g.classifier(x, torch.full((10,), 1.0)).shape == (10, 10)
     (g2,) = SamplingSpec(diversity="strata", cg_model="mnist-clip").guidance(D)
     assert isinstance(g2, ClassStrata)
-    with pytest.raises(ValueError, match="neither a noise-conditional classifier"):
+    with pytest.raises(ValueError, match="not a noise-conditional classifier"):
         SamplingSpec(diversity="strata", cg_model="digit-features").guidance(D)

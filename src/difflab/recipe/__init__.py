@@ -306,7 +306,7 @@ class SamplingSpec:
 
             return zero_shot_classifier(C, [ZERO_SHOT_PROMPT.format(k) for k in range(10)])
         if getattr(C.difflab_config.model, "task", "") != "noisy_classifier":
-            raise ValueError(f"--cg-model {self.cg_model} is neither a noise-conditional classifier "
+            raise ValueError(f"--cg-model {self.cg_model} is not a noise-conditional classifier "
                              "(train one with configs/noisy_classifier.yaml) nor a contrastive text-image model")
         return C
 
