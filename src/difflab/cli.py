@@ -130,7 +130,7 @@ def add_sampling_args(p: argparse.ArgumentParser, steps_default=18):
     p.add_argument("--pg-variant", default="paper", help="paper | thesis")
     p.add_argument("--diversity", default=None,
                    help="diversity method coupling groups of --group-size samples: recommended | iid | ortho | pg | "
-                        "spell | cads | dpp | vendi (difflab.guidance.diversity; docs/results.md)")
+                        "spell | cads | dpp | vendi | strata (steered by --cg-model; difflab.guidance.diversity)")
     p.add_argument("--diversity-strength", type=F("diversity_strength"), default=None,
                    help="strength of --diversity (0 = i.i.d.; default: the preset's, else 1)")
     p.add_argument("--group-size", type=F("group_size"), default=None,
