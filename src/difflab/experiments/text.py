@@ -45,15 +45,17 @@ def train_text(cfg, init_unet: str | None = "mnist-uncond", resume: bool = False
 def zero_shot(M, x: torch.Tensor, y: torch.Tensor, sigma: float = 0.0, seed: int = 0, batch: int = 500) -> float:
     """Zero-shot digit accuracy of a contrastive model: argmax over the 10 prompts ``a photo of the digit k`` of
     the similarity with ``x + sigma n``."""
+    from difflab.guidance.clip import zero_shot_classifier
+
     dev = next(M.parameters()).device
-    h = M.encode_text([ZERO_SHOT_PROMPT.format(k) for k in range(10)])
+    C = zero_shot_classifier(M, [ZERO_SHOT_PROMPT.format(k) for k in range(10)])
     g = torch.Generator().manual_seed(seed)
     correct = 0
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
         xb = xb + sigma * torch.randn(xb.shape, generator=g)
         s = torch.full((len(xb),), max(sigma, 1e-3))
-        pred = (M.encode_image(xb.to(dev), s.to(dev)) @ h.T).argmax(1).cpu()
+        pred = C(xb.to(dev), s.to(dev)).argmax(1).cpu()
         correct += int((pred == y[i:i + batch]).sum())
     return correct / len(x)
 
