@@ -61,14 +61,17 @@ def time_one(name: str, n: int, steps: int) -> dict:
             "params": sum(p.numel() for p in D.parameters()), "shape": list(x.shape[1:])}
 
 
-def quality(name: str, n: int, steps: int, aug_sigma: float | None = None) -> dict:
+def quality(name: str, n: int, steps: int, aug_sigma: float | None = None, *, ref: str = "mnist:test",
+            classifier: str = "digit-classifier") -> dict:
+    """IS, classifier-FID against ``ref`` and mean max-softmax of ``n`` samples, in ``classifier``'s features."""
     torch.set_num_threads(1)
     D = load(name)
     if aug_sigma is not None:
         D.codec.aug_sigma = float(aug_sigma)
     x, labels = sample(D, SamplingSpec(steps=steps, seed=0, batch_size=100), n)
-    res = evaluate_images(x, "is,fid_classifier,quality", true_labels=labels)
-    return {"model": name, "n": n, **({"aug_sigma": aug_sigma} if aug_sigma is not None else {}),
+    res = evaluate_images(x, "is,fid_classifier,quality", true_labels=labels, ref=ref, classifier=classifier)
+    return {"model": name, "n": n, "ref": ref, "classifier": classifier,
+            **({"aug_sigma": aug_sigma} if aug_sigma is not None else {}),
             **{k: v for k, v in res.items() if isinstance(v, (int, float))}}
 
 
@@ -81,6 +84,9 @@ def main():
     p.add_argument("--aug-sweep", default=None, help="comma-separated aug_sigma levels for mnist-cascade")
     p.add_argument("--vae", default=None, help="a VAE run: reconstruction MSE / PSNR / classifier-FID")
     p.add_argument("--no-quality", action="store_true")
+    p.add_argument("--ref", default="mnist:test", help="reference images for FID (fashion-mnist:test for Fashion)")
+    p.add_argument("--classifier", default="digit-classifier",
+                   help="the classifier whose features and softmax give FID and IS (a run folder for Fashion)")
     p.add_argument("--one", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.one:
@@ -91,7 +97,8 @@ def main():
         from difflab.latent import reconstruction_report
 
         torch.set_num_threads(args.threads)
-        out["vae"] = {"run": args.vae, **reconstruction_report(args.vae, n=args.n)}
+        out["vae"] = {"run": args.vae, **reconstruction_report(args.vae, data=args.ref, n=args.n,
+                                                                       classifier=args.classifier)}
     elif args.aug_sweep:
         out["aug_sweep"] = [quality("mnist-cascade", args.n, args.steps, float(a)) for a in args.aug_sweep.split(",")]
     else:
@@ -101,7 +108,7 @@ def main():
                                 str(args.steps)], capture_output=True, text=True, check=True)
             row = json.loads(r.stdout.strip().splitlines()[-1])
             if not args.no_quality:
-                row.update(quality(name, args.n, args.steps))
+                row.update(quality(name, args.n, args.steps, ref=args.ref, classifier=args.classifier))
             rows.append(row)
             print(json.dumps(row), flush=True)
         out["models"] = rows

@@ -31,6 +31,8 @@ declare -A R=(
   [cond_unipc_5]="mnist-cond $COND --sampler unipc --steps 5"
   [cond_ipndm_10]="mnist-cond $COND --sampler ipndm --steps 10"
   [cond_ag_recommended]="mnist-cond $COND --steps 18 --autoguidance recommended"
+  [cond_cfgpp0.5]="mnist-cond $COND --steps 18 --cfg-weight 0.5 --cfg-method cfgpp"
+  [cond_apg1]="mnist-cond $COND --steps 18 --cfg-weight 1 --cfg-method apg --apg-momentum -0.5"
 )
 ORDER="cond_unguided cond_dpmpp2m_10 cond_dpmpp2m_5 uncond_iid uncond_strata12 uncond_ag_recommended cond_cfg0.3_interval uncond_ortho cond_unipc_5 cond_ipndm_10 cond_ag_recommended"
 for row in ${ROWS:-$ORDER}; do

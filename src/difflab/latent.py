@@ -6,6 +6,9 @@
 - :func:`export_cascade` composes a low-resolution base run (``task: latent``, ``autoencoder: pool``) and a
   super-resolution run (``task: superres``) into one ``task: cascade`` model, with the conditioning
   augmentation level used at sampling (``model.aug_sigma``) recorded in its config;
+- :func:`unpack_shipped` is their inverse: a shipped latent model's VAE, or a cascade's base and super-resolution
+  stages, as weight folders that ``train.init_from`` (or ``model.autoencoder``) accepts, so that training can
+  continue from shipped weights when the runs behind them are gone;
 - :func:`reconstruction_report`: MSE, PSNR and classifier-FID of a VAE's reconstructions of a test set.
 The models themselves are difflab.nets.latent; ``difflab.load(NAME)`` builds them (difflab.models.build_model).
 """
@@ -65,12 +68,52 @@ def export_cascade(base_run, sr_run, name: str = "mnist-cascade", *, aug_sigma: 
     return _rewrite(dest, config, extra)
 
 
+def _write_stage(dest: Path, config: dict, state: dict) -> Path:
+    """A weight folder (config.json, model.safetensors and the same as ema.safetensors, float32), written to a
+    temporary folder and renamed into place."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    w = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
+    for part in ("model", "ema"):
+        save_file(w, str(tmp / f"{part}.safetensors"))
+    (tmp / "config.json").write_text(json.dumps({**config, "out": str(dest)}, indent=2, sort_keys=True))
+    if dest.exists():
+        raise FileExistsError(f"{dest}: already exists; not overwriting")
+    tmp.rename(dest)
+    return dest
+
+
+def unpack_shipped(name: str, dest_root) -> dict:
+    """Split a shipped ``task: latent`` (VAE) or ``task: cascade`` model into its stages' weight folders under
+    ``dest_root``: ``{"vae": ...}`` or ``{"base": ..., "sr": ...}`` (float32; the inverse of :func:`export_latent` /
+    :func:`export_cascade` up to the weights' dtype). A latent model is itself a valid ``init_from``; its VAE
+    folder is what ``model.autoencoder`` names."""
+    src = resolve(name)
+    cfg = json.loads((src / "config.json").read_text())
+    w = load_file(str(src / "model.safetensors"))
+    m, root = cfg["model"], Path(dest_root)
+
+    def stage(prefix):
+        return {k[len(prefix):]: v for k, v in w.items() if k.startswith(prefix)}
+
+    if m["task"] == "latent" and m.get("codec"):
+        vae = {**cfg, "model": m["codec"], "loss": {**cfg["loss"], "name": "vae"}}
+        return {"vae": _write_stage(root / f"{src.name}-vae", vae, stage("codec.ae."))}
+    if m["task"] == "cascade":
+        base = {**cfg, "model": {**m, "task": "latent", "autoencoder": "pool", "codec": {}, "aug_sigma": 0.0}}
+        return {"base": _write_stage(root / f"{src.name}-base", base,
+                                     {k: v for k, v in w.items() if not k.startswith("codec.")}),
+                "sr": _write_stage(root / f"{src.name}-sr", {**cfg, "model": m["codec"]}, stage("codec.sr."))}
+    raise ValueError(f"{name}: not a shipped latent model with a VAE or a cascade (model.task {m['task']!r})")
+
+
 @torch.no_grad()
 def reconstruction_report(vae, data: str = "mnist:test", n: int = 10000, batch_size: int = 500,
-                          fid: bool = True) -> dict:
+                          fid: bool = True, classifier: str = "digit-classifier") -> dict:
     """Reconstruction quality of an autoencoder (a run directory or loaded module) on the first ``n`` images of
     ``data``: per-pixel MSE in [-1, 1], PSNR = 10 log10(2^2 / MSE) (peak-to-peak range 2), and the
-    classifier-FID of the reconstructions against the same images (difflab.eval.fid)."""
+    classifier-FID of the reconstructions against the same images in ``classifier``'s features (difflab.eval.fid;
+    a Fashion-MNIST classifier run for Fashion-MNIST)."""
     from difflab.data import get_dataset
     from difflab.eval.run import evaluate_images
 
@@ -80,10 +123,10 @@ def reconstruction_report(vae, data: str = "mnist:test", n: int = 10000, batch_s
     mse = float(((rec - x) ** 2).mean())
     out = {"n": int(x.shape[0]), "mse": mse, "psnr_db": 10 * math.log10(4.0 / mse)}
     if fid:
-        real = evaluate_images(x, "fid_classifier", ref=data)["fid_classifier"]
-        out["fid_classifier"] = evaluate_images(rec, "fid_classifier", ref=data)["fid_classifier"]
+        real = evaluate_images(x, "fid_classifier", ref=data, classifier=classifier)["fid_classifier"]
+        out["fid_classifier"] = evaluate_images(rec, "fid_classifier", ref=data, classifier=classifier)["fid_classifier"]
         out["fid_classifier_of_originals"] = real
     return out
 
 
-__all__ = ["export_cascade", "export_latent", "reconstruction_report"]
+__all__ = ["export_cascade", "export_latent", "reconstruction_report", "unpack_shipped"]
