@@ -24,6 +24,10 @@ if [ "${LANE:-A}" = A ]; then
     train.init_from=runs/init/mnist-cascade-base train.lr=5e-4 train.ema_decay=0.999 time_budget_s=${TA_BASE:-1800}
   step cascade-sr-2 train configs/cascade_sr.yaml name=cascade-sr-2 out=runs/cascade-sr-2 \
     train.init_from=runs/init/mnist-cascade-sr train.lr=5e-4 train.ema_decay=0.999 time_budget_s=${TA_SR:-1500}
+  # a low-learning-rate phase with a longer EMA for the latent model (its IS had levelled off at 8.95)
+  step latent-mnist-3 train configs/latent_mnist.yaml name=latent-mnist-3 out=runs/latent-mnist-3 \
+    model.autoencoder=runs/init/mnist-latent-vae train.init_from=runs/latent-mnist-2 train.lr=1e-4 \
+    train.ema_decay=0.9995 time_budget_s=${TA_LATENT3:-1200}
 else
   half=$((T / 2)); vae=$((T / 3)); lat=$((T - T / 3))
   for ds in mnist fashion-mnist; do

@@ -31,6 +31,8 @@ declare -A R=(
   [cond_unipc_5]="mnist-cond $COND --sampler unipc --steps 5"
   [cond_ipndm_10]="mnist-cond $COND --sampler ipndm --steps 10"
   [cond_ag_recommended]="mnist-cond $COND --steps 18 --autoguidance recommended"
+  [cond_dpmpp2m_10_gits]="mnist-cond $COND --sampler dpmpp_2m --steps 10 --grid benchmarks/results/grid_mnist_cond_nfe10.json"
+  [cond_dpmpp2m_5_gits]="mnist-cond $COND --sampler dpmpp_2m --steps 5 --grid benchmarks/results/grid_mnist_cond_nfe5.json"
   [cond_cfgpp0.5]="mnist-cond $COND --steps 18 --cfg-weight 0.5 --cfg-method cfgpp"
   [cond_apg1]="mnist-cond $COND --steps 18 --cfg-weight 1 --cfg-method apg --apg-momentum -0.5"
 )
