@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The n = 2,000 CPU runs of issues 16, 17 and 22 (classifier-FID etc. at n >= 2,000 when no GPU is lent).
 # mnist-uncond rows use seed 7 (held out: the strata strength was chosen on seeds 5 and 6 at n = 600).
+# The *_gits rows need the optimised grids: difflab schedule mnist-cond --nfe N --out benchmarks/results/grid_mnist_cond_nfeN.json
 # One `difflab eval` at a time (2 cores); a row whose JSON exists is skipped (resumable).
 #   bash experiments/cpu/n2000.sh            # all rows
 #   ROWS="cond_unguided uncond_iid" bash experiments/cpu/n2000.sh
@@ -33,6 +34,9 @@ declare -A R=(
   [cond_ag_recommended]="mnist-cond $COND --steps 18 --autoguidance recommended"
   [cond_dpmpp2m_10_gits]="mnist-cond $COND --sampler dpmpp_2m --steps 10 --grid benchmarks/results/grid_mnist_cond_nfe10.json"
   [cond_dpmpp2m_5_gits]="mnist-cond $COND --sampler dpmpp_2m --steps 5 --grid benchmarks/results/grid_mnist_cond_nfe5.json"
+  [cond_dpmpp2m_8_gits]="mnist-cond $COND --sampler dpmpp_2m --steps 8 --grid benchmarks/results/grid_mnist_cond_nfe8.json"
+  [cond_dpmpp2m_15_gits]="mnist-cond $COND --sampler dpmpp_2m --steps 15 --grid benchmarks/results/grid_mnist_cond_nfe15.json"
+  [cond_dpmpp2m_20_gits]="mnist-cond $COND --sampler dpmpp_2m --steps 20 --grid benchmarks/results/grid_mnist_cond_nfe20.json"
   [cond_cfgpp0.5]="mnist-cond $COND --steps 18 --cfg-weight 0.5 --cfg-method cfgpp"
   [cond_apg1]="mnist-cond $COND --steps 18 --cfg-weight 1 --cfg-method apg --apg-momentum -0.5"
 )
