@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from difflab.checkpoint import load_checkpoint
+from difflab.checkpoint import load_checkpoint, save_checkpoint
 from difflab.config import from_dict
 from difflab.export import export_shipped
 from difflab.models import codec_config, load, resolve
@@ -69,18 +69,12 @@ def export_cascade(base_run, sr_run, name: str = "mnist-cascade", *, aug_sigma: 
 
 
 def _write_stage(dest: Path, config: dict, state: dict) -> Path:
-    """A weight folder (config.json, model.safetensors and the same as ema.safetensors, float32), written to a
-    temporary folder and renamed into place."""
-    tmp = dest.with_name(dest.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    w = {k: (v.float() if v.is_floating_point() else v).contiguous() for k, v in state.items()}
-    for part in ("model", "ema"):
-        save_file(w, str(tmp / f"{part}.safetensors"))
-    (tmp / "config.json").write_text(json.dumps({**config, "out": str(dest)}, indent=2, sort_keys=True))
+    """A checkpoint folder (difflab.checkpoint.save_checkpoint: config.json, the weights in float32 as both model and
+    EMA); refuses to overwrite."""
     if dest.exists():
         raise FileExistsError(f"{dest}: already exists; not overwriting")
-    tmp.rename(dest)
-    return dest
+    w = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    return save_checkpoint(dest, config={**config, "out": str(dest)}, model=w, ema=w)
 
 
 def unpack_shipped(name: str, dest_root) -> dict:
