@@ -43,6 +43,25 @@ declare -A R=(
   [cond_cfgpp0.5]="mnist-cond $COND --steps 18 --cfg-weight 0.5 --cfg-method cfgpp"
   [cond_apg1]="mnist-cond $COND --steps 18 --cfg-weight 1 --cfg-method apg --apg-momentum -0.5"
 )
+# Issue 17 item 4 on the CPU: every deterministic sampler on the Karras grid at 5, 8, 10, 15, 20 and 35 NFE
+# (rows cond_SAMPLER_NFE; a two-evaluation sampler gets the most steps within the budget, 2 steps - 1 NFE).
+# Two lanes side by side, one thread each:
+#   OMP_NUM_THREADS=1 ROWS="$(bash experiments/cpu/n2000.sh --list-nfe 0)" bash experiments/cpu/n2000.sh &
+#   OMP_NUM_THREADS=1 ROWS="$(bash experiments/cpu/n2000.sh --list-nfe 1)" bash experiments/cpu/n2000.sh &
+NFE_SAMPLERS="euler heun deis lms ipndm unipc dpmpp_3m dpm_2"  # (dpmpp_2m: the cond_dpmpp2m_* rows)
+NFE_ROWS=()
+for nfe in 5 8 10 15 20 35; do
+  for s in $NFE_SAMPLERS; do
+    case $s in heun|dpm_2) steps=$(((nfe + 1) / 2)) ;; *) steps=$nfe ;; esac
+    R[cond_${s}_$nfe]="mnist-cond $COND --sampler $s --steps $steps"
+    NFE_ROWS+=("cond_${s}_$nfe")
+  done
+done
+# ddim with eta 0 on an EDM model is Euler's update in another form: one row checks it
+R[cond_ddim_10]="mnist-cond $COND --sampler ddim --steps 10"; NFE_ROWS+=(cond_ddim_10)
+if [ "${1:-}" = --list-nfe ]; then  # every other row (lane 0 or 1), cheapest budgets first
+  i=0; for r in "${NFE_ROWS[@]}"; do [ $((i % 2)) = "$2" ] && echo -n "$r "; i=$((i + 1)); done; echo; exit 0
+fi
 ORDER="cond_unguided cond_dpmpp2m_10 cond_dpmpp2m_5 uncond_iid uncond_strata12 uncond_ag_recommended cond_cfg0.3_interval uncond_ortho cond_unipc_5 cond_ipndm_10 cond_ag_recommended"
 for row in ${ROWS:-$ORDER}; do
   [ -f "$OUT/$row.json" ] && { echo "skip $row"; continue; }
