@@ -56,12 +56,12 @@ CONFIGS = {
     "lms": ("lms", {}, 1, True),
     "deis": ("deis", {}, 1, True),
     "ipndm": ("ipndm", {}, 1, True),
-    "unipc_bh1": ("unipc", {"variant": "bh1"}, 1, True),
-    "unipc_bh2": ("unipc", {"variant": "bh2"}, 1, True),
+    "unipc_bh1": ("unipc", {"variant": "bh1", "order": 3}, 1, True),
+    "unipc_bh2": ("unipc", {"variant": "bh2", "order": 3}, 1, True),
     "unipc_bh2_o2": ("unipc", {"variant": "bh2", "order": 2}, 1, True),
     "dpmpp_3m_exact": ("dpmpp_3m", {"third_order": "exact"}, 1, False),
-    "unipc_bh1_nolof": ("unipc", {"variant": "bh1", "lower_order_final": False}, 1, False),
-    "unipc_bh2_nolof": ("unipc", {"variant": "bh2", "lower_order_final": False}, 1, False),
+    "unipc_bh1_nolof": ("unipc", {"variant": "bh1", "order": 3, "lower_order_final": False}, 1, False),
+    "unipc_bh2_nolof": ("unipc", {"variant": "bh2", "order": 3, "lower_order_final": False}, 1, False),
 }
 
 

@@ -104,9 +104,9 @@ ORDERS = [  # name, options, expected order, slope window (log2 of the error rat
     ("dpmpp_3m", {"third_order": "exact"}, 3, (2.7, 3.5)),
     ("dpmpp_3m_sde", {"eta": 0.0, "third_order": "exact"}, 3, (2.7, 3.5)),
     ("dpmpp_3m", {}, 2, (1.6, 2.3)),  # the reference coefficient of DPM-Solver++/diffusers/k-diffusion: order 2
-    ("unipc", {}, 4, (3.6, 4.6)),  # UniPC-3 = UniP-3 + UniC: order 4 (Zhao et al. 2023, Theorem 3.1)
-    ("unipc", {"variant": "bh1"}, 4, (3.6, 4.6)),
-    ("unipc", {"order": 2}, 3, (2.7, 3.5)),
+    ("unipc", {"order": 3}, 4, (3.6, 4.6)),  # UniPC-3 = UniP-3 + UniC: order 4 (Zhao et al. 2023, Theorem 3.1)
+    ("unipc", {"order": 3, "variant": "bh1"}, 4, (3.6, 4.6)),
+    ("unipc", {}, 3, (2.7, 3.5)),  # the default, UniPC-2: order 3
     ("unipc", {"order": 1}, 2, (1.8, 2.3)),
     ("unipc", {"order": 2, "use_corrector": False}, 2, (1.8, 2.3)),
     ("deis", {}, 3, (2.6, 3.5)),

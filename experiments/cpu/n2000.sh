@@ -29,7 +29,7 @@ declare -A R=(
   [cond_dpmpp2m_5_smin0.15]="mnist-cond $COND --sampler dpmpp_2m --steps 5 --sigma-min 0.15"
   [cond_dpmpp2m_10_smin0.2]="mnist-cond $COND --sampler dpmpp_2m --steps 10 --sigma-min 0.2"
   [cond_deis_10]="mnist-cond $COND --sampler deis --steps 10"
-  [cond_unipc_5]="mnist-cond $COND --sampler unipc --steps 5"
+  [cond_unipc_5]="mnist-cond $COND --sampler unipc --steps 5 --order 3"
   [cond_ipndm_10]="mnist-cond $COND --sampler ipndm --steps 10"
   [cond_ag_recommended]="mnist-cond $COND --steps 18 --autoguidance recommended"
   [cond_dpmpp2m_10_gits]="mnist-cond $COND --sampler dpmpp_2m --steps 10 --grid benchmarks/results/grid_mnist_cond_nfe10.json"
@@ -53,6 +53,8 @@ NFE_ROWS=()
 for nfe in 5 8 10 15 20 35; do
   for s in $NFE_SAMPLERS; do
     case $s in heun|dpm_2) steps=$(((nfe + 1) / 2)) ;; *) steps=$nfe ;; esac
+    # unipc rows: order 3, the default until order 2 replaced it (these rows are why); cond_unipc2_*: order 2
+    [ $s = unipc ] && R[cond_unipc2_$nfe]="mnist-cond $COND --sampler unipc --order 2 --steps $nfe" && steps="$nfe --order 3"
     R[cond_${s}_$nfe]="mnist-cond $COND --sampler $s --steps $steps"
     NFE_ROWS+=("cond_${s}_$nfe")
   done

@@ -39,7 +39,8 @@ def collect(folder: Path) -> dict:
         n = nfe(s["sampler"], int(s["steps"]))
         if n > 35:
             continue
-        table.setdefault((s["sampler"], grid), {})[budget_of(n)] = {
+        name = s["sampler"] + (f" (order {s['order'] or 2})" if s["sampler"] == "unipc" else "")
+        table.setdefault((name, grid), {})[budget_of(n)] = {
             "nfe": n, "fid": r["fid_classifier"], "recall": r["recall"], "precision": r["precision"],
             "coverage": r["coverage"], "row": f.stem}
     return table
@@ -72,6 +73,7 @@ def plot(table: dict, png: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.set_prop_cycle(color=plt.cm.tab20.colors)
     for (sampler, grid), rows in sorted(table.items()):
         pts = sorted((r["nfe"], r["fid"]) for r in rows.values())
         xs, ys = [p[0] for p in pts], [p[1] for p in pts]
