@@ -1,8 +1,8 @@
 """Issue 17 item 4 on the CPU: the sampler x NFE table and frontier plot from the n = 2,000 rows of n2000.sh.
 
-Reads ``benchmarks/results/n2000/cond_*.json`` (one ``difflab eval mnist-cond`` each, Karras grid unless the row
-name ends in ``_gits``), prints a markdown table of classifier-FID (and recall) per sampler and NFE budget, and
-draws classifier-FID against NFE per sampler (log axis) with the lower envelope (the frontier).
+Reads ``benchmarks/results/n2000/cond_*.json`` (one ``difflab eval mnist-cond`` each; the grid is the one in the
+row's SamplingSpec, a grid file counting as "optimised"), prints a markdown table of classifier-FID (and recall) per
+sampler and NFE budget, and draws classifier-FID against NFE per sampler (log axis) with the lower envelope (the frontier).
 
     python experiments/cpu/nfe_table.py [--dir benchmarks/results/n2000] [--png docs/figures/nfe_frontier_cpu.png]
 """
@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from bench_quality_nfe import nfe_of  # noqa: E402  (the NFE count of a sampler and step count)
+
 BUDGETS = (5, 8, 10, 15, 20, 35)
-TWO_STAGE = ("heun", "dpm_2")
-
-
-def nfe(sampler: str, steps: int) -> int:
-    return 2 * steps - 1 if sampler in TWO_STAGE else steps
 
 
 def budget_of(n: int) -> int:
@@ -36,7 +35,7 @@ def collect(folder: Path) -> dict:
         if s.get("cfg_weight") or s.get("autoguidance") or s.get("sigma_min") is not None:
             continue
         grid = s["grid"] if isinstance(s["grid"], str) and not s["grid"].endswith(".json") else "optimised"
-        n = nfe(s["sampler"], int(s["steps"]))
+        n = nfe_of(s["sampler"], int(s["steps"]))
         if n > 35:
             continue
         name = s["sampler"] + (f" (order {s['order'] or 2})" if s["sampler"] == "unipc" else "")

@@ -79,8 +79,8 @@ def sample_unipc(D, x, sigmas, *, generator=None, callback=None, guidance=None, 
     unconditionally) or 'bh2' (B(h) = e^h - 1). The step to sigma = 0 is x <- D (first order; the last
     correction is not used). ``order`` 1..3 (default 2, as diffusers' UniPCMultistepScheduler: order 3 extrapolates
     a trained network's errors over the long first Karras steps and fails at 8-10 NFE on mnist-cond, classifier-FID
-    11 / 5.8 against 0.22 for order 2, docs/benchmarks.md). Deterministic. The callback's ``x`` is the predictor's
-    state, the one D was evaluated at (before its correction)."""
+    11 / 5.8 at 8 / 10 NFE against 0.25 / 0.22 for order 2, docs/benchmarks.md). Deterministic. The callback's
+    ``x`` is the predictor's state, the one D was evaluated at (before its correction)."""
     check_options("unipc", options, set())
     check_order("unipc", order, 3)
     if variant not in _VARIANTS:
